@@ -1,0 +1,1 @@
+"""nevergrad-zonp: zeroth-order training of black-box neural networks for Nevergrad."""
