@@ -1,0 +1,56 @@
+"""Parameter blocks of ZO-NP and the memory each one's Fisher matrix costs.
+
+The flat parameter vector of size N is split into ``B = ceil(N / N_max)`` contiguous,
+nearly equal blocks (sizes differ by at most one; DESIGN.md section 3).  The paper's
+four settings all follow this rule (e.g. N = 2,580, N_max = 512 gives B = 6 blocks of
+430).  Each iteration perturbs and steps one block.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+def block_bounds(dimension: int, max_block_size: int) -> np.ndarray:
+    """Start offsets of the ``B = ceil(N / N_max)`` nearly equal contiguous blocks, plus ``N``.
+
+    Block ``b`` covers coordinates ``bounds[b]:bounds[b + 1]``.
+    """
+    if dimension < 1:
+        raise ValueError(f"dimension must be positive, got {dimension}")
+    if max_block_size < 1:
+        raise ValueError(f"max_block_size (N_max) must be positive, got {max_block_size}")
+    num_blocks = math.ceil(dimension / max_block_size)
+    base, extra = divmod(dimension, num_blocks)
+    sizes = np.full(num_blocks, base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def available_memory_bytes() -> int:
+    """Physical memory currently available to this process (Linux/macOS ``sysconf``)."""
+    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def check_fisher_memory(
+    bounds: np.ndarray, matrices_per_block: int, itemsize: int, available: int | None = None
+) -> int:
+    """Worst-case bytes of the per-block matrices; raises ``MemoryError`` if they cannot fit.
+
+    Called before anything is allocated.  ``matrices_per_block`` dense ``n_b x n_b``
+    matrices of ``itemsize`` bytes are counted for every block, plus the transient
+    Cholesky work space of the largest block (float64).
+    """
+    sizes = np.diff(bounds).astype(np.float64)
+    needed = matrices_per_block * itemsize * float(np.sum(sizes**2)) + 3 * 8 * float(sizes.max() ** 2)
+    available = available_memory_bytes() if available is None else available
+    if needed > available:
+        raise MemoryError(
+            f"Fisher matrices for {len(sizes)} block(s) of up to {int(sizes.max())} parameters need "
+            f"{needed / 2**30:.2f} GiB ({matrices_per_block} dense n_b x n_b matrix(es) per block) but only "
+            f"{available / 2**30:.2f} GiB are available: lower max_block_size (N_max)."
+        )
+    return int(needed)

@@ -1,0 +1,61 @@
+"""The zeroth-order gradient estimate and the block-wise Adam step (DESIGN.md section 2).
+
+With ``Q`` directions ``u_q`` and one shared base point, on one mini-batch,
+
+    g = (lam / Q) * sum_q [(l(theta + mu u_q) - l(theta)) / mu] u_q,
+
+costs ``Q + 1`` queries.  For exact directional derivatives and ``u ~ N(0, S)`` its mean is
+``lam * S grad`` and the trace of its covariance is
+``(lam^2 / Q) [(grad' S grad) tr S + grad' S^2 grad]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def zo_gradient(base_loss: float, losses: np.ndarray, directions: np.ndarray, mu: float, lam: float) -> np.ndarray:
+    """Forward-difference ZO estimate ``(lam / Q) sum_q (l_q - l_0) / mu * u_q``.
+
+    ``losses`` has shape ``(Q,)`` and ``directions`` ``(Q, n)``; all entries must be finite.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if directions.ndim != 2 or directions.shape[0] != losses.shape[0]:
+        raise ValueError(f"directions {directions.shape} must be (Q, n) with Q = {losses.shape[0]} losses")
+    if losses.size == 0:
+        raise ValueError("at least one perturbed loss is needed")
+    slopes = (losses - base_loss) / mu
+    return (lam / losses.size) * (slopes @ directions)
+
+
+class BlockAdam:
+    """Adam (Kingma & Ba, 2015) with per-coordinate moments where each step touches one block.
+
+    Moments ``m, v`` are kept for every coordinate; the bias correction uses the number of
+    steps *that block* has taken, so a block stepped for the first time late in a run gets
+    the same correction as at the start.
+    """
+
+    def __init__(
+        self, dimension: int, num_blocks: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.first = np.zeros(dimension)
+        self.second = np.zeros(dimension)
+        self.steps = np.zeros(num_blocks, dtype=np.int64)
+
+    def step(self, params: np.ndarray, grad: np.ndarray, block: int, start: int, stop: int) -> None:
+        """In-place Adam update of ``params[start:stop]`` with gradient ``grad`` (block ``block``)."""
+        self.steps[block] += 1
+        t = self.steps[block]
+        m = self.first[start:stop]
+        v = self.second[start:stop]
+        m *= self.beta1
+        m += (1 - self.beta1) * grad
+        v *= self.beta2
+        v += (1 - self.beta2) * grad**2
+        m_hat = m / (1 - self.beta1**t)
+        v_hat = v / (1 - self.beta2**t)
+        params[start:stop] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)

@@ -1,0 +1,383 @@
+"""Block-wise zeroth-order optimization with ZO-I, ZO-co or ZO-NP directions, for Nevergrad.
+
+One optimizer, three samplers (DESIGN.md sections 2 and 3; Sakamoto et al., "Natural
+Perturbations for Black-box Training of Neural Networks by Zeroth-Order Optimization",
+ICML 2025).  Iteration ``k``:
+
+1. choose a block ``b`` of ``n`` contiguous coordinates (uniformly at random, or cyclically);
+2. ZO-NP only, every ``fisher_period`` (T_ud) iterations: re-estimate the block's Fisher from
+   a finite-difference Jacobian of the network outputs (``n + 1`` queries, through the
+   attached :class:`~nevergrad_zonp.oracle.OutputOracle`) and refactorise
+   ``F~_b + rho I = L L^T``;
+3. draw ``Q`` directions ``u_q`` from the sampler, rescaled to norm ``sqrt(n)``;
+4. ask ``Q + 1`` candidates: the iterate and the iterate displaced by ``mu / sqrt(n) * u_q``
+   in the block, all assigned to mini-batch ``k``;
+5. once all ``Q + 1`` losses are told (in any order), form
+   ``g = (lam / Q) sum_q (l_q - l_0) / (mu / sqrt(n)) u_q`` with ``lam = 1 / n`` and take an
+   Adam step on the block.  The recommendation is the current iterate.
+
+Everything happens in Nevergrad's standardized space.  Losses that are NaN, infinite or
+clipped by Nevergrad to 5e20 are dropped from the estimate (a bad base loss skips the
+iteration), so a diverging query never reaches the iterate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as tp
+
+import numpy as np
+from nevergrad.common import errors
+from nevergrad.optimization import base, utils
+from nevergrad.parametrization import parameter as p
+
+from ..fisher import finite_difference_jacobian, fisher_from_jacobian
+from ..oracle import OutputOracle
+from .blocks import block_bounds, check_fisher_memory
+from .estimator import BlockAdam, zo_gradient
+from .samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
+
+#: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
+CLIPPED_LOSS = 5.0e20
+SAMPLERS = ("natural", "isotropic", "coordinate")
+BLOCK_SELECTIONS = ("random", "cyclic")
+_ARCHIVE_BYTES = 64 * 2**20
+
+
+class NaturalPerturbationsInactiveWarning(UserWarning):
+    """ZO-NP runs without an output oracle, hence without a Fisher: it behaves as block ZO-I."""
+
+
+class InvalidQueryWarning(UserWarning):
+    """A loss or network output was NaN/inf (or clipped by Nevergrad); it was left out."""
+
+
+@dataclasses.dataclass
+class _Iteration:
+    """The ``Q + 1`` queries of one ZO iteration while they are asked and told."""
+
+    index: int
+    block: int
+    base: np.ndarray
+    directions: np.ndarray
+    losses: np.ndarray
+    asked: int = 0
+    told: int = 0
+
+
+class _ZerothOrder(base.Optimizer):
+    """State and Nevergrad hooks of :class:`ZerothOrder` (see the module docstring)."""
+
+    def __init__(
+        self,
+        parametrization: base.IntOrParameter,
+        budget: tp.Optional[int] = None,
+        num_workers: int = 1,
+        *,
+        config: tp.Optional["ZerothOrder"] = None,
+    ) -> None:
+        super().__init__(parametrization, budget=budget, num_workers=num_workers)
+        self._config = ZerothOrder() if config is None else config
+        cfg = self._config
+        self._bounds = block_bounds(self.dimension, cfg.max_block_size)
+        num_blocks = len(self._bounds) - 1
+        self._sampler: tp.Union[NaturalSampler, IsotropicSampler, CoordinateSampler]
+        if cfg.sampler == "natural":
+            self._sampler = NaturalSampler(damping=cfg.rho, smoothing=cfg.smoothing)
+            itemsize = np.dtype(NaturalSampler.storage).itemsize
+            check_fisher_memory(self._bounds, self._sampler.matrices_per_block, itemsize)
+        elif cfg.sampler == "isotropic":
+            self._sampler = IsotropicSampler()
+        else:
+            self._sampler = CoordinateSampler()
+        self._x = np.zeros(self.dimension)
+        self._adam = BlockAdam(self.dimension, num_blocks, cfg.lr)
+        self._iterations: tp.Dict[int, _Iteration] = {}
+        self._open: tp.Optional[_Iteration] = None
+        self._pending: tp.Dict[str, tp.Tuple[int, int]] = {}
+        self._num_iterations = 0
+        self._num_steps = 0
+        self._num_fisher_queries = 0
+        self._num_fisher_updates = 0
+        self._oracle: tp.Optional[OutputOracle] = None
+        # The archive stores every told point; cap it near 64 MiB for large models.
+        max_len = max(10, _ARCHIVE_BYTES // (16 * self.dimension))
+        if max_len < 300:
+            self.pruning = utils.Pruning(min_len=max(1, max_len // 3), max_len=max_len)
+
+    # ----- public state --------------------------------------------------------------
+    @property
+    def iteration_size(self) -> int:
+        """Queries per ZO iteration, ``Q + 1`` (the natural batch for vectorized evaluation)."""
+        return self._config.num_directions + 1
+
+    @property
+    def num_queries(self) -> int:
+        """Queries spent so far: asked candidates plus Fisher Jacobian queries."""
+        return self.num_ask + self._num_fisher_queries
+
+    @property
+    def num_fisher_queries(self) -> int:
+        """Output queries spent on finite-difference Jacobians for the Fisher."""
+        return self._num_fisher_queries
+
+    @property
+    def num_fisher_updates(self) -> int:
+        """Block Fisher estimates that were accepted (finite, positive trace)."""
+        return self._num_fisher_updates
+
+    @property
+    def num_steps(self) -> int:
+        """Adam steps taken (iterations whose base loss was valid)."""
+        return self._num_steps
+
+    @property
+    def block_bounds(self) -> np.ndarray:
+        """Start offsets of the blocks plus the dimension; block ``b`` is ``[bounds[b], bounds[b+1])``."""
+        return self._bounds.copy()
+
+    def sampling_covariance(self, block: int) -> np.ndarray:
+        """Covariance shape the sampler draws directions of ``block`` from (before normalisation)."""
+        size = int(self._bounds[block + 1] - self._bounds[block])
+        if isinstance(self._sampler, NaturalSampler):
+            return self._sampler.covariance(block, size)
+        if isinstance(self._sampler, CoordinateSampler):
+            return np.eye(size) / size
+        return np.eye(size)
+
+    def attach(self, oracle: OutputOracle) -> None:
+        """Uses ``oracle`` for mini-batch assignment and, for ZO-NP, the black-box Fisher.
+
+        ``minimize`` attaches a model-aware objective by itself; ask/tell users call this.
+        The oracle is not pickled with the optimizer: re-attach it after ``load``.
+        """
+        if not isinstance(oracle, OutputOracle):
+            raise TypeError(f"{oracle!r} is not an output oracle (needs assign_batch and block_outputs)")
+        oracle_param = oracle.parametrization
+        if oracle_param.dimension != self.dimension:
+            raise ValueError(
+                f"The oracle has {oracle_param.dimension} parameters but the optimizer's parametrization has "
+                f"{self.dimension}: build the optimizer on adapter.parametrization"
+            )
+        probe = self.parametrization.spawn_child().set_standardized_data(np.ones(self.dimension))
+        zero = self.parametrization.spawn_child().set_standardized_data(np.zeros(self.dimension))
+        if not isinstance(probe.value, np.ndarray) or not np.allclose(probe.value - zero.value, 1.0):
+            raise ValueError(
+                "An output oracle needs a plain ng.p.Array parametrization (no bounds, sigma 1): "
+                "use adapter.parametrization"
+            )
+        self._oracle = oracle
+
+    def minimize(self, objective_function: tp.Callable[..., tp.Loss], *args: tp.Any, **kwargs: tp.Any) -> p.Parameter:
+        """Nevergrad's ``minimize``, attaching ``objective_function`` first if it is an output oracle."""
+        if self._oracle is None and isinstance(objective_function, OutputOracle):
+            self.attach(objective_function)
+        return super().minimize(objective_function, *args, **kwargs)
+
+    def __getstate__(self) -> tp.Dict[str, tp.Any]:
+        state = dict(self.__dict__)
+        state["_oracle"] = None
+        return state
+
+    # ----- Nevergrad hooks -----------------------------------------------------------
+    def _internal_ask_candidate(self) -> p.Parameter:
+        iteration = self._open
+        if iteration is None or iteration.asked == self.iteration_size:
+            iteration = self._start_iteration()
+        index = iteration.asked
+        iteration.asked += 1
+        data = iteration.base.copy()
+        if index:
+            start, stop = self._bounds[iteration.block], self._bounds[iteration.block + 1]
+            data[start:stop] += self._step_size(stop - start) * iteration.directions[index - 1]
+        candidate = self.parametrization.spawn_child().set_standardized_data(data)
+        self._pending[candidate.uid] = (iteration.index, index)
+        if self._oracle is not None:
+            self._oracle.assign_batch(candidate.value, iteration.index)
+        return candidate
+
+    def _internal_tell_candidate(self, candidate: p.Parameter, loss: tp.FloatLoss) -> None:
+        key, index = self._pending.pop(candidate.uid)
+        iteration = self._iterations[key]
+        loss = float(loss)
+        if not (math.isfinite(loss) and loss < CLIPPED_LOSS):
+            self._warn(
+                f"Non-finite or clipped loss ({loss}) left out of the ZO estimate", InvalidQueryWarning
+            )
+            loss = math.nan
+        iteration.losses[index] = loss
+        iteration.told += 1
+        if iteration.told == self.iteration_size:
+            del self._iterations[key]
+            self._finish(iteration)
+
+    def _internal_tell_not_asked(self, candidate: p.Parameter, loss: tp.FloatLoss) -> None:
+        raise errors.TellNotAskedNotSupportedError(
+            "Zeroth-order optimizers estimate gradients from the points they ask; a point that was not "
+            "asked cannot be used (to start from a given point, set it as the parametrization's value)"
+        )
+
+    def _internal_provide_recommendation(self) -> np.ndarray:
+        return self._x.copy()
+
+    # ----- algorithm -----------------------------------------------------------------
+    def _step_size(self, size: int) -> float:
+        return self._config.mu / math.sqrt(size)
+
+    def _start_iteration(self) -> _Iteration:
+        cfg = self._config
+        key = self._num_iterations
+        block = self._rng.randint(len(self._bounds) - 1) if cfg.block_selection == "random" else key % (
+            len(self._bounds) - 1
+        )
+        start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
+        size = stop - start
+        refresh = self._sampler.uses_fisher and key % cfg.fisher_period == 0
+        if refresh and self._oracle is None:
+            self._warn(
+                "ZONP has no output oracle (a plain objective returning a float): natural perturbations are "
+                "inactive and it runs as block ZO-I. Pass a nevergrad_zonp adapter to minimize, or call attach().",
+                NaturalPerturbationsInactiveWarning,
+            )
+            refresh = False
+        cost = self.iteration_size + (size + 1 if refresh else 0)
+        if self.budget is not None and self.num_queries + cost > self.budget:
+            raise errors.NevergradEarlyStopping(
+                f"Query budget {self.budget} reached: {self.num_queries} queries spent, the next iteration needs {cost}"
+            )
+        if refresh:
+            self._refresh_fisher(block, start, stop, key)
+        directions = self._sampler.sample(self._rng, block, size, cfg.num_directions)
+        if cfg.normalize:
+            norms = np.linalg.norm(directions, axis=1, keepdims=True)
+            directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
+        iteration = _Iteration(
+            index=key,
+            block=block,
+            base=self._x.copy(),
+            directions=directions,
+            losses=np.full(self.iteration_size, math.nan),
+        )
+        self._iterations[key] = iteration
+        self._open = iteration
+        self._num_iterations += 1
+        return iteration
+
+    def _refresh_fisher(self, block: int, start: int, stop: int, key: int) -> None:
+        assert isinstance(self._sampler, NaturalSampler) and self._oracle is not None
+        size = stop - start
+        step = self._config.fd_step
+        theta = self.parametrization.spawn_child().set_standardized_data(self._x).value
+        deltas = np.vstack([np.zeros((1, size)), step * np.eye(size)])
+        outputs = np.asarray(self._oracle.block_outputs(theta, start, deltas, key))
+        self._num_fisher_queries += size + 1
+        if outputs.ndim < 2 or outputs.shape[0] != size + 1:
+            raise ValueError(
+                f"block_outputs returned shape {outputs.shape}; expected ({size + 1}, batch, ...) for a block of {size}"
+            )
+        base_out, perturbed = outputs[0], outputs[1:]
+        batch = base_out.shape[0]
+        finite = np.isfinite(base_out).reshape(batch, -1).all(axis=1)
+        finite &= np.isfinite(perturbed).reshape(size, batch, -1).all(axis=(0, 2))
+        if not finite.all():
+            self._warn(
+                f"Non-finite network outputs for {int((~finite).sum())} of {batch} samples left out of the Fisher",
+                InvalidQueryWarning,
+            )
+        if not finite.any():
+            return
+        jacobian = finite_difference_jacobian(base_out[finite], perturbed[:, finite], step)
+        fisher = fisher_from_jacobian(jacobian, base_out[finite], self._oracle.output)
+        if self._sampler.update(block, fisher):
+            self._num_fisher_updates += 1
+        else:
+            self._warn("Unusable Fisher estimate (zero or non-finite trace) kept out", InvalidQueryWarning)
+
+    def _finish(self, iteration: _Iteration) -> None:
+        base_loss, losses = iteration.losses[0], iteration.losses[1:]
+        valid = np.isfinite(losses)
+        if not (math.isfinite(base_loss) and valid.any()):
+            return
+        start, stop = int(self._bounds[iteration.block]), int(self._bounds[iteration.block + 1])
+        size = stop - start
+        grad = zo_gradient(base_loss, losses[valid], iteration.directions[valid], self._step_size(size), 1.0 / size)
+        self._adam.step(self._x, grad, iteration.block, start, stop)
+        self._num_steps += 1
+
+
+class ZerothOrder(base.ConfiguredOptimizer):
+    """Block-wise zeroth-order optimizer with Adam; ZO-NP, ZO-I or ZO-co by its sampler.
+
+    Symbols are those of DESIGN.md and the paper.
+
+    Parameters
+    ----------
+    sampler: str
+        ``"natural"`` (ZO-NP: ``u ~ N(0, (F~_b + rho I)^-1)``), ``"isotropic"`` (ZO-I) or
+        ``"coordinate"`` (ZO-co).
+    num_directions: int
+        Q, perturbations per iteration; an iteration costs ``Q + 1`` queries.
+    lr: float
+        Adam learning rate, the main per-task setting (tune it; the default suits
+        Nevergrad's standardized space, where the natural scale is 1).
+    mu: float
+        mu0, absolute finite-difference displacement; the per-direction step is
+        ``mu0 / sqrt(n)`` for directions of norm ``sqrt(n)``.
+    rho: float
+        damping added to the trace-normalised Fisher (ZO-NP); ``rho -> inf`` gives ZO-I.
+    max_block_size: int
+        N_max; the parameters are split into ``ceil(N / N_max)`` nearly equal blocks.
+    fisher_period: int
+        T_ud, iterations between Fisher re-estimations (ZO-NP).
+    fd_step: float
+        h, finite-difference step of the output Jacobian (ZO-NP).
+    smoothing: float
+        alpha, exponential smoothing of successive Fisher estimates (1 = replace).
+    block_selection: str
+        ``"random"`` (uniform, default) or ``"cyclic"`` block order.
+    normalize: bool
+        rescale every direction to norm ``sqrt(n)`` (default), so only the covariance shape
+        matters; ``False`` keeps the raw Gaussian draws.
+    """
+
+    def __init__(
+        self,
+        *,
+        sampler: str = "natural",
+        num_directions: int = 10,
+        lr: float = 0.1,
+        mu: float = 1e-3,
+        rho: float = 0.1,
+        max_block_size: int = 512,
+        fisher_period: int = 100,
+        fd_step: float = 1e-3,
+        smoothing: float = 1.0,
+        block_selection: str = "random",
+        normalize: bool = True,
+    ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if block_selection not in BLOCK_SELECTIONS:
+            raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")
+        config = dict(locals())
+        for name in ("num_directions", "max_block_size", "fisher_period"):
+            if int(config[name]) != config[name] or config[name] < 1:
+                raise ValueError(f"{name} must be a positive integer, got {config[name]!r}")
+        for name in ("lr", "mu", "rho", "fd_step"):
+            if not (math.isfinite(config[name]) and config[name] > 0):
+                raise ValueError(f"{name} must be positive and finite, got {config[name]!r}")
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing (alpha) must be in (0, 1], got {smoothing!r}")
+        self.sampler = sampler
+        self.num_directions = int(num_directions)
+        self.lr = lr
+        self.mu = mu
+        self.rho = rho
+        self.max_block_size = int(max_block_size)
+        self.fisher_period = int(fisher_period)
+        self.fd_step = fd_step
+        self.smoothing = smoothing
+        self.block_selection = block_selection
+        self.normalize = normalize
+        super().__init__(_ZerothOrder, config, as_config=True)
