@@ -1,0 +1,155 @@
+"""Deterministic mini-batches indexed by an integer key.
+
+All queries of one ZO iteration must see the same mini-batch, whatever evaluates them and
+in whatever order.  The adapter therefore never draws "the next" batch: it asks for batch
+``key`` (the iteration index), and :class:`MiniBatches` maps keys to batches
+deterministically.  For tensors and datasets, key ``k`` is batch ``k mod M`` of epoch
+``k // M`` (``M`` full batches per epoch, the incomplete last one dropped so every batch
+has the same size), each epoch a fresh permutation seeded by ``(seed, epoch)``.  A
+``DataLoader`` is read in its own order; recent batches are cached so out-of-order keys
+within a small window work.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import typing as tp
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+Batch = tp.Tuple[tp.Any, torch.Tensor]
+_LOADER_CACHE = 64
+
+
+class MiniBatches:
+    """Mini-batch ``key -> (inputs, targets)`` over a tensor pair, a ``Dataset`` or a ``DataLoader``.
+
+    Parameters
+    ----------
+    data: ``(inputs, targets)`` tensors of equal length, a map-style ``Dataset`` returning
+        ``(input, target)`` pairs, or a ``DataLoader`` yielding ``(inputs, targets)``.
+    batch_size: samples per batch for tensors and datasets (``None``: the whole set, every
+        key the same batch); a ``DataLoader`` keeps its own.
+    seed: seed of the epoch permutations.
+    """
+
+    def __init__(self, data: tp.Any, batch_size: tp.Optional[int] = 100, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._lock = threading.Lock()
+        self._loader: tp.Optional[DataLoader] = None
+        self._tensors: tp.Optional[tp.Tuple[tp.Any, torch.Tensor]] = None
+        self._dataset: tp.Optional[Dataset] = None
+        if isinstance(data, DataLoader):
+            self._loader = data
+            self._cache: tp.OrderedDict[int, Batch] = collections.OrderedDict()
+            self._iterator: tp.Optional[tp.Iterator[Batch]] = None
+            self._next_key = 0
+            self.batch_size = data.batch_size
+            return
+        if isinstance(data, (tuple, list)):
+            if len(data) != 2:
+                raise ValueError(f"data must be an (inputs, targets) pair, got a sequence of length {len(data)}")
+            inputs, targets = data
+            if not isinstance(targets, torch.Tensor):
+                raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+            length = _length(inputs)
+            if length != len(targets):
+                raise ValueError(f"inputs hold {length} samples but targets hold {len(targets)}")
+            self._tensors = (inputs, targets)
+        elif isinstance(data, Dataset):
+            self._dataset = data
+            length = len(data)  # type: ignore[arg-type]
+        else:
+            raise TypeError(
+                f"data must be an (inputs, targets) pair of tensors, a Dataset or a DataLoader, got {type(data).__name__}"
+            )
+        if length == 0:
+            raise ValueError("data is empty")
+        if batch_size is None or batch_size >= length:
+            batch_size = length
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.length = length
+        self.batches_per_epoch = length // self.batch_size
+        self._epoch = -1
+        self._permutation = torch.arange(length)
+
+    def batch(self, key: int) -> Batch:
+        """The mini-batch for ``key`` (same key, same batch)."""
+        key = int(key)
+        if key < 0:
+            raise ValueError(f"batch key must be non-negative, got {key}")
+        with self._lock:
+            if self._loader is not None:
+                return self._loader_batch(key)
+            epoch, position = divmod(key, self.batches_per_epoch)
+            if self.batches_per_epoch == 1 and self.batch_size == self.length:
+                indices = self._permutation
+            else:
+                if epoch != self._epoch:
+                    generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                    self._permutation = torch.randperm(self.length, generator=generator)
+                    self._epoch = epoch
+                indices = self._permutation[position * self.batch_size : (position + 1) * self.batch_size]
+            if self._tensors is not None:
+                inputs, targets = self._tensors
+                return _index(inputs, indices), targets[indices]
+            assert self._dataset is not None
+            return default_collate([self._dataset[int(i)] for i in indices])
+
+    def in_order(self) -> tp.Iterator[Batch]:
+        """One pass over every sample in storage order (the last batch may be smaller)."""
+        if self._loader is not None:
+            yield from ((batch[0], batch[1]) for batch in self._loader)
+            return
+        for start in range(0, self.length, self.batch_size):
+            indices = torch.arange(start, min(start + self.batch_size, self.length))
+            if self._tensors is not None:
+                inputs, targets = self._tensors
+                yield _index(inputs, indices), targets[indices]
+            else:
+                assert self._dataset is not None
+                yield default_collate([self._dataset[int(i)] for i in indices])
+
+    def _loader_batch(self, key: int) -> Batch:
+        assert self._loader is not None
+        if key in self._cache:
+            return self._cache[key]
+        if key < self._next_key:
+            raise KeyError(
+                f"batch {key} of the DataLoader is no longer cached (oldest: {next(iter(self._cache), None)}); "
+                f"pass tensors or a Dataset for random access"
+            )
+        while self._next_key <= key:
+            if self._iterator is None:
+                self._iterator = iter(self._loader)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                continue
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ValueError("the DataLoader must yield (inputs, targets) pairs")
+            self._cache[self._next_key] = (batch[0], batch[1])
+            self._next_key += 1
+            if len(self._cache) > _LOADER_CACHE:
+                self._cache.popitem(last=False)
+        return self._cache[key]
+
+
+def _length(inputs: tp.Any) -> int:
+    if isinstance(inputs, (tuple, list)):
+        lengths = {len(item) for item in inputs}
+        if len(lengths) != 1:
+            raise ValueError(f"input tensors have different lengths {sorted(lengths)}")
+        return lengths.pop()
+    return len(inputs)
+
+
+def _index(inputs: tp.Any, indices: torch.Tensor) -> tp.Any:
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(item[indices] for item in inputs)
+    return inputs[indices]

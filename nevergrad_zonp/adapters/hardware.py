@@ -1,0 +1,277 @@
+"""Adapter around a black-box network that can only be queried: parameters in, outputs out.
+
+:class:`HardwareAdapter` turns a user callable ``outputs(thetas, inputs)`` (an optical chip,
+an analog accelerator, a remote model) into a Nevergrad objective that is also an
+:class:`~nevergrad_zonp.oracle.OutputOracle`:
+
+- calling it with a parameter vector returns the mini-batch loss, on the mini-batch the
+  optimizer assigned to that vector (so every query of one ZO iteration sees one batch);
+- :meth:`HardwareAdapter.loss_batch` evaluates many vectors in one call (vectorized path);
+- :meth:`HardwareAdapter.block_outputs` returns raw outputs for the black-box Fisher.
+
+Every training query goes through one method, which counts it: ``queries`` (parameter
+settings evaluated) and ``sample_forwards`` (queries x mini-batch size).  Evaluations for
+reporting (:meth:`HardwareAdapter.evaluate`) are measurements, not training cost, and are
+not counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import threading
+import typing as tp
+
+import nevergrad as ng
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..fisher import check_output_model
+from .batches import MiniBatches
+
+OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
+LossFn = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_KEY_MEMORY = 1 << 16
+
+
+def categorical_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits ``(batch, ..., classes)`` against integer targets ``(batch, ...)``."""
+    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
+
+
+def gaussian_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (the unit-variance Gaussian negative log-likelihood up to constants)."""
+    return torch.mean((outputs - targets.reshape(outputs.shape).to(outputs.dtype)) ** 2)
+
+
+def complex_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared modulus of the complex error, real and imaginary parts as Gaussian outputs."""
+    return torch.mean(torch.abs(outputs - targets.reshape(outputs.shape).to(outputs.dtype)) ** 2)
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction of (sample, step) positions whose arg-max logit is the target class."""
+    return float((outputs.argmax(dim=-1) == targets.reshape(outputs.shape[:-1])).double().mean())
+
+
+def _per_setting_categorical(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    count, classes = outputs.shape[0], outputs.shape[-1]
+    flat_targets = targets.reshape(1, -1).expand(count, -1).reshape(-1)
+    losses = F.cross_entropy(outputs.reshape(-1, classes), flat_targets, reduction="none")
+    return losses.reshape(count, -1).mean(dim=1)
+
+
+def _per_setting_squared(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    error = outputs - targets.reshape(outputs.shape[1:]).to(outputs.dtype)[None]
+    return (torch.abs(error) ** 2).reshape(len(outputs), -1).mean(dim=1)
+
+
+DEFAULT_LOSSES: tp.Dict[str, LossFn] = {
+    "categorical": categorical_loss,
+    "gaussian": gaussian_loss,
+    "complex": complex_loss,
+}
+#: The default losses evaluated for all ``V`` settings ``(V, batch, ...)`` in one call.
+_PER_SETTING: tp.Dict[LossFn, tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    categorical_loss: _per_setting_categorical,
+    gaussian_loss: _per_setting_squared,
+    complex_loss: _per_setting_squared,
+}
+
+
+class HardwareAdapter:
+    """Model-aware Nevergrad objective around a queryable network.
+
+    Parameters
+    ----------
+    outputs: ``outputs(thetas, inputs) -> tensor (V, batch, *event)``: the network outputs for
+        ``V`` parameter settings (rows of ``thetas``, a float64 tensor ``(V, N)``) on one
+        mini-batch of inputs.  Evaluating all settings in one call is what makes the
+        vectorized path fast.
+    theta0: initial parameter vector ``(N,)``; the optimizer starts here (standardized
+        data 0) and ``parametrization`` is ``ng.p.Array(init=theta0)``.
+    data: ``(inputs, targets)`` tensors, a ``Dataset`` or a ``DataLoader`` (see
+        :class:`~nevergrad_zonp.adapters.batches.MiniBatches`).
+    output: the output model for the Fisher: ``"categorical"``, ``"gaussian"`` or ``"complex"``.
+    loss: ``loss(outputs (batch, ...), targets) -> scalar``; defaults to cross-entropy,
+        mean squared error or mean squared complex error according to ``output``.
+    batch_size: mini-batch size for tensors and datasets.
+    metrics: named ``metric(outputs, targets) -> float`` reported by :meth:`evaluate`;
+        defaults to accuracy for categorical outputs.
+    seed: seed of the mini-batch order.
+    """
+
+    def __init__(
+        self,
+        outputs: OutputsFn,
+        theta0: tp.Any,
+        data: tp.Any,
+        *,
+        output: str,
+        loss: tp.Optional[LossFn] = None,
+        batch_size: tp.Optional[int] = 100,
+        metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
+        seed: int = 0,
+    ) -> None:
+        self.output = check_output_model(output)
+        theta0 = np.asarray(theta0, dtype=np.float64)
+        if theta0.ndim != 1 or theta0.size == 0:
+            raise ValueError(f"theta0 must be a non-empty vector, got shape {theta0.shape}")
+        if not np.all(np.isfinite(theta0)):
+            raise ValueError("theta0 contains NaN or inf")
+        self.theta0 = theta0
+        self.dimension = theta0.size
+        self.parametrization = ng.p.Array(init=theta0.copy())
+        self.batches = MiniBatches(data, batch_size=batch_size, seed=seed)
+        self.data = data
+        self.loss = DEFAULT_LOSSES[output] if loss is None else loss
+        self.metrics = dict(metrics) if metrics is not None else ({"accuracy": accuracy} if output == "categorical" else {})
+        self.default_key = 0
+        self._outputs_fn = outputs
+        self._lock = threading.Lock()
+        self._keys: tp.OrderedDict[bytes, int] = collections.OrderedDict()
+        self._queries = 0
+        self._sample_forwards = 0
+
+    # ----- counting --------------------------------------------------------------------
+    @property
+    def queries(self) -> int:
+        """Training queries so far: parameter settings evaluated (loss or outputs)."""
+        return self._queries
+
+    @property
+    def sample_forwards(self) -> int:
+        """Training sample forwards so far: queries x mini-batch size."""
+        return self._sample_forwards
+
+    def reset_counters(self) -> None:
+        """Sets ``queries`` and ``sample_forwards`` back to zero."""
+        with self._lock:
+            self._queries = 0
+            self._sample_forwards = 0
+
+    def _query(self, num_settings: int, key: int, forward: tp.Callable[[tp.Any], torch.Tensor]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """The one place where training queries are made and counted.
+
+        ``forward(inputs)`` evaluates ``num_settings`` parameter settings on the inputs of
+        mini-batch ``key`` and returns outputs ``(num_settings, batch, *event)``.
+        """
+        inputs, targets = self.batches.batch(key)
+        with torch.no_grad():
+            out = torch.as_tensor(forward(inputs))
+        batch = len(targets)
+        if out.ndim < 2 or out.shape[0] != num_settings or out.shape[1] != batch:
+            raise ValueError(
+                f"outputs returned shape {tuple(out.shape)}; expected ({num_settings}, {batch}, ...) "
+                f"for {num_settings} settings on a batch of {batch}"
+            )
+        with self._lock:
+            self._queries += num_settings
+            self._sample_forwards += num_settings * batch
+        return out, targets
+
+    def _forward(self, thetas: torch.Tensor, inputs: tp.Any) -> torch.Tensor:
+        """Outputs of the settings ``thetas (V, N)`` on ``inputs`` (uncounted; see ``_query``)."""
+        with torch.no_grad():
+            return torch.as_tensor(self._outputs_fn(thetas, inputs))
+
+    # ----- batch assignment ----------------------------------------------------------
+    @staticmethod
+    def _digest(value: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(value, dtype=np.float64).tobytes(), digest_size=16).digest()
+
+    def assign_batch(self, value: np.ndarray, key: int) -> None:
+        """Evaluates the parameter vector ``value`` on mini-batch ``key`` whenever it is queried."""
+        digest = self._digest(value)
+        with self._lock:
+            self._keys[digest] = int(key)
+            self._keys.move_to_end(digest)
+            if len(self._keys) > _KEY_MEMORY:
+                self._keys.popitem(last=False)
+
+    def batch_key(self, value: np.ndarray, default: tp.Optional[int] = None) -> int:
+        """Mini-batch key of ``value``: its assigned key, else ``default``, else ``default_key``."""
+        with self._lock:
+            key = self._keys.get(self._digest(value))
+        if key is not None:
+            return key
+        return self.default_key if default is None else int(default)
+
+    # ----- objective -----------------------------------------------------------------
+    def _as_vector(self, value: tp.Any) -> np.ndarray:
+        if isinstance(value, ng.p.Parameter):
+            value = value.value
+        vector = np.asarray(value, dtype=np.float64)
+        if vector.shape != (self.dimension,):
+            raise ValueError(f"parameter vector of shape {vector.shape}; expected ({self.dimension},)")
+        return vector
+
+    def __call__(self, theta: tp.Any) -> float:
+        """Mini-batch loss of one parameter vector (one query)."""
+        return float(self.loss_batch([theta])[0])
+
+    def loss_batch(self, values: tp.Sequence[tp.Any], key: tp.Optional[int] = None) -> np.ndarray:
+        """Mini-batch losses of several parameter vectors, each group of one batch in one call.
+
+        Vectors assigned to a batch by an optimizer use it; the others use ``key`` (or
+        ``default_key``).  NaN or inf outputs give a NaN loss, which the optimizers handle.
+        """
+        vectors = [self._as_vector(v) for v in values]
+        keys = [self.batch_key(v, key) for v in vectors]
+        losses = np.empty(len(vectors))
+        for group_key in dict.fromkeys(keys):
+            rows = [i for i, k in enumerate(keys) if k == group_key]
+            thetas = torch.from_numpy(np.stack([vectors[i] for i in rows]))
+            out, targets = self._query(len(rows), group_key, lambda inputs: self._forward(thetas, inputs))
+            losses[rows] = self._losses(out, targets)
+        return losses
+
+    def _losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+        """Loss of each of the ``V`` settings: one flat call for the default losses, else a loop."""
+        with torch.no_grad():
+            per_setting = _PER_SETTING.get(self.loss)
+            if per_setting is not None:
+                return per_setting(outputs, targets).double().numpy()
+            return np.array([float(self.loss(row, targets)) for row in outputs])
+
+    def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
+        """Outputs ``(V, batch, *event)`` at ``theta`` with ``deltas[v]`` added to ``theta[start:start+n]``."""
+        theta, deltas, stop = self._check_block(theta, start, deltas)
+        thetas = np.repeat(theta[None], len(deltas), axis=0)
+        thetas[:, start:stop] += deltas
+        stacked = torch.from_numpy(thetas)
+        out, _ = self._query(len(thetas), key, lambda inputs: self._forward(stacked, inputs))
+        return out.numpy()
+
+    def _check_block(self, theta: tp.Any, start: int, deltas: tp.Any) -> tp.Tuple[np.ndarray, np.ndarray, int]:
+        theta = self._as_vector(theta)
+        deltas = np.atleast_2d(np.asarray(deltas, dtype=np.float64))
+        stop = start + deltas.shape[1]
+        if start < 0 or stop > self.dimension:
+            raise ValueError(f"block [{start}, {stop}) outside the {self.dimension} parameters")
+        return theta, deltas, stop
+
+    # ----- reporting -----------------------------------------------------------------
+    def value(self, candidate: tp.Any) -> np.ndarray:
+        """Parameter vector of a Nevergrad candidate/recommendation (or of a vector)."""
+        return self._as_vector(candidate).copy()
+
+    def evaluate(self, theta: tp.Any = None, data: tp.Any = None, batch_size: int = 1000) -> tp.Dict[str, float]:
+        """Loss and metrics of ``theta`` (default ``theta0``) on a full data set (not counted).
+
+        ``data`` defaults to the training data; pass ``(inputs, targets)`` tensors (or a
+        Dataset/DataLoader) for a test split.
+        """
+        vector = self.theta0 if theta is None else self._as_vector(theta)
+        thetas = torch.from_numpy(vector[None])
+        outputs, targets = [], []
+        for inputs, target in MiniBatches(self.data if data is None else data, batch_size=batch_size).in_order():
+            outputs.append(self._forward(thetas, inputs)[0])
+            targets.append(target)
+        out, tgt = torch.cat(outputs), torch.cat(targets)
+        with torch.no_grad():
+            result = {"loss": float(self.loss(out, tgt))}
+            result.update({name: float(metric(out, tgt)) for name, metric in self.metrics.items()})
+        return result
+

@@ -1,0 +1,141 @@
+"""Adapter that exposes a PyTorch module to the ZO optimizers as a black box.
+
+The module's trainable parameters (all of them, or the ones the user names) are
+flattened, in ``named_parameters`` order, into the vector Nevergrad optimizes.  ``V``
+parameter settings are evaluated in one batched forward with
+``torch.vmap(torch.func.functional_call)``; if the module cannot run under ``vmap`` the
+adapter warns once and loops over the settings.  For Fisher Jacobians only the tensors
+that the perturbed block touches are batched, so ``n_b + 1`` settings cost
+``(n_b + 1) x`` the touched tensors' size in memory, not ``(n_b + 1) x N``.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..tasks.base import Task
+from .hardware import HardwareAdapter, LossFn
+
+
+class ModelAdapter(HardwareAdapter):
+    """Model-aware Nevergrad objective around an ``nn.Module`` (see :class:`HardwareAdapter`).
+
+    Parameters
+    ----------
+    model: the network; it is put in ``eval()`` mode (a hardware network is deterministic,
+        and dropout or batch statistics would make the queries of one iteration disagree).
+    data, output, loss, batch_size, metrics, seed: as for :class:`HardwareAdapter`.
+    parameters: names (from ``model.named_parameters()``) of the parameters to optimize;
+        default: every parameter with ``requires_grad``.  The others stay fixed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: tp.Any,
+        *,
+        output: str,
+        loss: tp.Optional[LossFn] = None,
+        batch_size: tp.Optional[int] = 100,
+        parameters: tp.Optional[tp.Sequence[str]] = None,
+        metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
+        seed: int = 0,
+    ) -> None:
+        named = dict(model.named_parameters())
+        if parameters is None:
+            names = [name for name, param in named.items() if param.requires_grad]
+        else:
+            unknown = [name for name in parameters if name not in named]
+            if unknown:
+                raise ValueError(f"unknown parameter names {unknown}; the model has {list(named)}")
+            names = list(dict.fromkeys(parameters))
+        if not names:
+            raise ValueError("no parameter to optimize")
+        complex_names = [name for name in names if named[name].is_complex()]
+        if complex_names:
+            raise TypeError(f"complex parameters are not supported (optimize real and imaginary parts): {complex_names}")
+        self.model = model.eval()
+        self.names = names
+        self._shapes = [tuple(named[name].shape) for name in names]
+        self._dtypes = [named[name].dtype for name in names]
+        sizes = [named[name].numel() for name in names]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        theta0 = torch.cat([named[name].detach().reshape(-1).double() for name in names]).numpy()
+        self._vmap_ok = True
+        super().__init__(
+            self._outputs_of, theta0, data, output=output, loss=loss, batch_size=batch_size, metrics=metrics, seed=seed
+        )
+
+    @classmethod
+    def from_task(cls, task: Task, *, on: str = "chip", batch_size: tp.Optional[int] = 100, seed: int = 0) -> "ModelAdapter":
+        """Adapter over a task's ``chip`` (the papers' protocol) or its ideal ``model``."""
+        if on not in ("chip", "model"):
+            raise ValueError(f"on must be 'chip' or 'model', got {on!r}")
+        model = task.chip if on == "chip" else task.model
+        if model is None:
+            raise ValueError(f"task {task.name!r} has no chip model; use on='model'")
+        return cls(
+            model, task.train, output=task.output, loss=task.loss, batch_size=batch_size, metrics=task.metrics, seed=seed
+        )
+
+    def load(self, candidate: tp.Any) -> None:
+        """Writes a recommendation (or a parameter vector) into the module's parameters."""
+        vector = self._as_vector(candidate)
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, lo, hi, shape in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes):
+                named[name].copy_(torch.from_numpy(vector[lo:hi]).reshape(shape))
+
+    def _outputs_of(self, thetas: torch.Tensor, inputs: tp.Any) -> torch.Tensor:
+        params = {
+            name: thetas[:, lo:hi].reshape(len(thetas), *shape).to(dtype)
+            for name, lo, hi, shape, dtype in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes)
+        }
+        return self._call(params, {name: 0 for name in params}, len(thetas), inputs)
+
+    def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
+        theta, deltas, stop = self._check_block(theta, start, deltas)
+        count = len(deltas)
+        params: tp.Dict[str, torch.Tensor] = {}
+        in_dims: tp.Dict[str, tp.Optional[int]] = {}
+        for name, lo, hi, shape, dtype in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes):
+            first, last = max(start, lo), min(stop, hi)
+            if first < last:
+                values = np.repeat(theta[None, lo:hi], count, axis=0)
+                values[:, first - lo : last - lo] += deltas[:, first - start : last - start]
+                params[name], in_dims[name] = torch.from_numpy(values).reshape(count, *shape).to(dtype), 0
+            else:
+                params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(dtype), None
+        out, _ = self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
+        return out.numpy()
+
+    def _call(
+        self, params: tp.Dict[str, torch.Tensor], in_dims: tp.Dict[str, tp.Optional[int]], count: int, inputs: tp.Any
+    ) -> torch.Tensor:
+        """Outputs ``(count, batch, ...)`` of the module for ``count`` settings of ``params``."""
+
+        def single(settings: tp.Dict[str, torch.Tensor], x: tp.Any) -> torch.Tensor:
+            return torch.func.functional_call(self.model, settings, (x,))
+
+        with torch.no_grad():
+            if self._vmap_ok:
+                try:
+                    return torch.vmap(single, in_dims=(in_dims, None))(params, inputs)
+                except (RuntimeError, ValueError, NotImplementedError) as error:
+                    self._vmap_ok = False
+                    warnings.warn(
+                        f"{type(self.model).__name__} does not run under torch.vmap ({error}); "
+                        "evaluating parameter settings one at a time",
+                        RuntimeWarning,
+                    )
+            return torch.stack(
+                [
+                    single({n: (t[v] if in_dims[n] == 0 else t) for n, t in params.items()}, inputs)
+                    for v in range(count)
+                ]
+            )
