@@ -123,6 +123,29 @@ def test_vmapped_functional_call_equals_loop(build, shape) -> None:
     assert not torch.allclose(loop[0], loop[1])
 
 
+@pytest.mark.parametrize(
+    "build,shape", [(SmallCNN, (4, 1, 28, 28)), (lambda: mixer("small"), (4, 3, 32, 32))], ids=["cnn", "mixer"]
+)
+def test_vmap_with_only_some_parameters_varied(build, shape) -> None:
+    """A block perturbation varies a few tensors and passes the rest unbatched (``in_dims`` None)."""
+    torch.manual_seed(0)
+    model = build()
+    names = [name for name, _ in model.named_parameters()]
+    varied = set(names[len(names) // 2 : len(names) // 2 + 2])
+    settings = {
+        name: p.detach() + 0.1 * torch.randn(3, *p.shape) if name in varied else p.detach()
+        for name, p in model.named_parameters()
+    }
+    in_dims = {name: 0 if name in varied else None for name in names}
+    inputs = torch.rand(shape)
+    call = torch.vmap(lambda params, x: functional_call(model, params, (x,)), in_dims=(in_dims, None))
+    loop = torch.stack(
+        [functional_call(model, {k: v[i] if k in varied else v for k, v in settings.items()}, (inputs,)) for i in range(3)]
+    )
+    torch.testing.assert_close(call(settings, inputs), loop, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(loop[0], loop[1])
+
+
 # --- MNIST idx files ----------------------------------------------------------------------
 
 
