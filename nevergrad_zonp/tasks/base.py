@@ -90,7 +90,7 @@ def pretrain(
             loss = task.loss(model(inputs[idx]), targets[idx])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / count)
     return history
