@@ -1,0 +1,289 @@
+"""Behaviour specific to the ZO optimizer: samplers, estimator statistics, blocks, Fisher use, budget."""
+
+import warnings
+
+import nevergrad as ng
+import numpy as np
+import pytest
+import torch
+from nevergrad.common import errors
+
+import nevergrad_zonp
+from nevergrad_zonp.optimizers.blocks import block_bounds, check_fisher_memory
+from nevergrad_zonp.optimizers.estimator import zo_gradient
+from nevergrad_zonp.optimizers.samplers import CoordinateSampler, NaturalSampler
+from nevergrad_zonp.optimizers.zeroth_order import InvalidQueryWarning, NaturalPerturbationsInactiveWarning
+
+
+def random_fisher(n: int, rank: int, seed: int) -> np.ndarray:
+    jac = np.random.RandomState(seed).normal(size=(rank, n)) * np.linspace(3, 0.1, n)
+    return jac.T @ jac
+
+
+def normalised_natural_covariance(fisher: np.ndarray, rho: float) -> np.ndarray:
+    n = len(fisher)
+    return np.linalg.inv(fisher * n / np.trace(fisher) + rho * np.eye(n))
+
+
+@pytest.mark.parametrize(
+    "dimension, n_max, blocks, largest",
+    [(2580, 512, 6, 430), (33642, 512, 66, 510), (560, 280, 2, 280), (3170, 512, 7, 453), (5, 512, 1, 5)],
+)
+def test_block_partition_follows_the_papers_rule(dimension, n_max, blocks, largest):
+    bounds = block_bounds(dimension, n_max)
+    sizes = np.diff(bounds)
+    assert len(sizes) == blocks and sizes.max() == largest
+    assert sizes.max() - sizes.min() <= 1 and bounds[0] == 0 and bounds[-1] == dimension
+
+
+def test_impossible_block_memory_is_refused_before_allocation():
+    with pytest.raises(MemoryError, match="max_block_size"):
+        nevergrad_zonp.ZerothOrder(max_block_size=10**6)(parametrization=10**6, budget=10)
+    with pytest.raises(MemoryError, match="GiB"):
+        check_fisher_memory(block_bounds(4096, 4096), 1, 4, available=10**6)
+    assert check_fisher_memory(block_bounds(4096, 512), 1, 4, available=10**9) > 8 * 512**2 * 4
+
+
+def test_invalid_settings_are_refused_with_their_name():
+    for kwargs, word in [
+        ({"sampler": "gauss"}, "sampler"),
+        ({"lr": 0.0}, "lr"),
+        ({"rho": -1.0}, "rho"),
+        ({"num_directions": 0}, "num_directions"),
+        ({"smoothing": 1.5}, "smoothing"),
+        ({"block_selection": "greedy"}, "block_selection"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            nevergrad_zonp.ZerothOrder(**kwargs)
+
+
+def test_natural_directions_have_the_normalised_inverse_fisher_covariance():
+    n, rho = 12, 0.1
+    fisher = random_fisher(n, rank=4, seed=0)
+    sampler = NaturalSampler(damping=rho, smoothing=1.0)
+    assert sampler.update(0, fisher)
+    expected = normalised_natural_covariance(fisher, rho)
+    draws = sampler.sample(np.random.RandomState(1), 0, n, 200_000)
+    empirical = draws.T @ draws / len(draws)
+    assert np.linalg.norm(empirical - expected) / np.linalg.norm(expected) < 0.02
+    np.testing.assert_allclose(sampler.covariance(0, n), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_normalised_directions_keep_the_covariance_shape():
+    """With norm sqrt(n) directions, the second moment is the covariance shape, scaled to trace n."""
+    n, rho = 40, 0.1
+    fisher = random_fisher(n, rank=30, seed=2)
+    opt = nevergrad_zonp.ZerothOrder(rho=rho, num_directions=50_000)(parametrization=n, budget=10**6)
+    opt._sampler.update(0, fisher)
+    iteration = opt._start_iteration()
+    draws = iteration.directions
+    np.testing.assert_allclose(np.linalg.norm(draws, axis=1), np.sqrt(n))
+    empirical = draws.T @ draws / len(draws)
+    shape = normalised_natural_covariance(fisher, rho)
+    shape *= n / np.trace(shape)
+    assert np.linalg.norm(empirical - shape) / np.linalg.norm(shape) < 0.1
+    # the isotropic shape is far from it: the test can tell the samplers apart
+    assert np.linalg.norm(np.eye(n) - shape) / np.linalg.norm(shape) > 0.5
+
+
+def test_estimator_mean_is_sigma_times_gradient_within_its_predicted_variance():
+    n, rho, num, reps, lam = 10, 0.1, 4, 4000, 0.1
+    rng = np.random.RandomState(0)
+    sampler = NaturalSampler(damping=rho, smoothing=1.0)
+    sampler.update(0, random_fisher(n, rank=3, seed=5))
+    sigma = sampler.covariance(0, n)
+    grad = rng.normal(size=n)
+    mu = 1e-6
+    estimates = []
+    for _ in range(reps):
+        u = sampler.sample(rng, 0, n, num)
+        losses = (mu * u) @ grad + 0.5 * mu**2 * np.sum(u**2, axis=1)  # quadratic l(d) = g.d + |d|^2 / 2
+        estimates.append(zo_gradient(0.0, losses, u, mu, lam))
+    estimates = np.array(estimates)
+    target = lam * sigma @ grad
+    predicted_var = lam**2 / num * ((grad @ sigma @ grad) * np.trace(sigma) + grad @ sigma @ sigma @ grad)
+    empirical_var = np.sum(estimates.var(axis=0))
+    assert abs(empirical_var / predicted_var - 1) < 0.1
+    assert np.sum((estimates.mean(axis=0) - target) ** 2) < 4 * predicted_var / reps
+    # and the isotropic mean (lam * grad) is rejected by the same criterion
+    assert np.sum((estimates.mean(axis=0) - lam * grad) ** 2) > 4 * predicted_var / reps
+
+
+def test_coordinate_directions_are_scaled_unit_vectors():
+    draws = CoordinateSampler().sample(np.random.RandomState(0), 0, 7, 500)
+    assert np.all(np.count_nonzero(draws, axis=1) == 1) and np.all(draws.sum(axis=1) == 1)
+    assert len(np.unique(draws.argmax(axis=1))) == 7  # uniform over the block, with replacement
+
+
+def test_cyclic_blocks_visit_every_block_in_order():
+    opt = nevergrad_zonp.ZerothOrder(sampler="isotropic", max_block_size=3, block_selection="cyclic", num_directions=2)(
+        parametrization=10, budget=10**4
+    )
+    blocks = []
+    for _ in range(8):
+        candidates = [opt.ask() for _ in range(3)]
+        blocks.append(opt._iterations[max(opt._iterations)].block)
+        for candidate in candidates:
+            opt.tell(candidate, float(np.sum(candidate.value**2)))
+    assert blocks == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_only_the_block_is_perturbed_and_stepped():
+    opt = nevergrad_zonp.ZerothOrder(sampler="isotropic", max_block_size=4, num_directions=3)(parametrization=12, budget=100)
+    candidates = [opt.ask() for _ in range(4)]
+    iteration = opt._iterations[0]
+    lo, hi = opt.block_bounds[iteration.block], opt.block_bounds[iteration.block + 1]
+    outside = np.ones(12, dtype=bool)
+    outside[lo:hi] = False
+    for candidate in candidates[1:]:
+        delta = candidate.value - candidates[0].value
+        assert np.all(delta[outside] == 0) and np.linalg.norm(delta[lo:hi]) == pytest.approx(1e-3)
+    for candidate in candidates:
+        opt.tell(candidate, float(np.sum((candidate.value - 1) ** 2)))
+    moved = opt.recommend().value != 0
+    assert np.all(moved[lo:hi]) and not np.any(moved[outside])
+
+
+def test_natural_perturbations_warn_once_without_an_oracle():
+    opt = ng.optimizers.registry["ZONP"](parametrization=5, budget=600)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt.minimize(lambda x: float(np.sum(x**2)))
+    inactive = [w for w in caught if issubclass(w.category, NaturalPerturbationsInactiveWarning)]
+    assert len(inactive) == 1
+    for name in ["ZOI", "ZOco"]:
+        opt = ng.optimizers.registry[name](parametrization=5, budget=600)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt.minimize(lambda x: float(np.sum(x**2)))
+        assert not [w for w in caught if issubclass(w.category, NaturalPerturbationsInactiveWarning)]
+
+
+def test_nan_base_loss_skips_the_step_and_nan_directions_are_left_out():
+    opt = nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=4)(parametrization=3, budget=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        candidates = [opt.ask() for _ in range(5)]
+        opt.tell(candidates[0], float("nan"))
+        for candidate in candidates[1:]:
+            opt.tell(candidate, 1.0)
+        np.testing.assert_array_equal(opt.recommend().value, 0.0)
+        assert opt.num_steps == 0
+        candidates = [opt.ask() for _ in range(5)]
+        directions = opt._iterations[1].directions
+        losses = [float(np.sum((c.value - 1) ** 2)) for c in candidates]
+        for i, candidate in enumerate(candidates):
+            opt.tell(candidate, float("inf") if i == 2 else losses[i])
+    assert opt.num_steps == 1
+    keep = [0, 2, 3]  # candidate 2 (perturbation 1) was told inf and must be left out
+    slopes = (np.array(losses[1:])[keep] - losses[0]) / (1e-3 / np.sqrt(3))
+    grad = slopes @ directions[keep] / (3 * 3)
+    # Adam's first step is -lr * m_hat / (sqrt(v_hat) + eps) = -lr * sign(g)
+    np.testing.assert_allclose(opt.recommend().value, -0.1 * np.sign(grad), rtol=1e-6)
+
+
+class QuadraticOracle:
+    """A tiny output oracle: outputs are a fixed linear map of theta (Gaussian model)."""
+
+    output = "gaussian"
+
+    def __init__(self, dimension: int, nan_rows: int = 0) -> None:
+        self.parametrization = ng.p.Array(shape=(dimension,))
+        self.map = np.random.RandomState(0).normal(size=(6, dimension)) * np.linspace(1, 5, dimension)
+        self.nan_rows = nan_rows
+        self.calls = 0
+
+    def assign_batch(self, value, key):
+        pass
+
+    def block_outputs(self, theta, start, deltas, key):
+        self.calls += len(deltas)
+        thetas = np.repeat(theta[None], len(deltas), axis=0)
+        thetas[:, start : start + deltas.shape[1]] += deltas
+        out = np.einsum("od,vd->vo", self.map, thetas)[:, :, None]  # (V, batch=6, 1)
+        out[:, : self.nan_rows] = np.nan
+        return out
+
+    def __call__(self, theta):
+        return float(np.sum((self.map @ theta - 1) ** 2))
+
+
+def test_fisher_is_refreshed_every_t_ud_iterations_and_counted_in_the_budget():
+    oracle = QuadraticOracle(8)
+    opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3)(parametrization=oracle.parametrization, budget=200)
+    opt.minimize(oracle)
+    iterations = opt._num_iterations
+    refreshes = -(-iterations // 5)
+    assert opt.num_fisher_updates == refreshes
+    assert opt.num_fisher_queries == oracle.calls == refreshes * 9
+    assert opt.num_queries == opt.num_ask + opt.num_fisher_queries <= 200
+    expected = QuadraticOracle(8).map.T @ QuadraticOracle(8).map / 6
+    np.testing.assert_allclose(
+        opt.sampling_covariance(0), normalised_natural_covariance(expected, 0.1), rtol=1e-3, atol=1e-5
+    )
+
+
+def test_nan_outputs_never_reach_the_fisher():
+    oracle = QuadraticOracle(8, nan_rows=2)
+    opt = nevergrad_zonp.ZerothOrder(fisher_period=2, num_directions=3)(parametrization=oracle.parametrization, budget=100)
+    with pytest.warns(InvalidQueryWarning):
+        opt.minimize(oracle)
+    assert opt.num_fisher_updates > 0 and np.all(np.isfinite(opt.sampling_covariance(0)))
+    all_nan = QuadraticOracle(8, nan_rows=6)
+    opt = nevergrad_zonp.ZerothOrder(fisher_period=2, num_directions=3)(parametrization=all_nan.parametrization, budget=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.minimize(all_nan)
+    assert opt.num_fisher_updates == 0
+    np.testing.assert_allclose(opt.sampling_covariance(0), np.eye(8) / 1.1)
+    assert np.all(np.isfinite(opt.recommend().value))
+
+
+def test_budget_stops_before_an_iteration_that_cannot_complete():
+    opt = ng.optimizers.registry["ZOI"](parametrization=3, budget=25)
+    opt.minimize(lambda x: float(np.sum(x**2)))
+    assert opt.num_ask == 22 and opt.num_tell == 22  # two full iterations of Q + 1 = 11
+    with pytest.raises(errors.NevergradEarlyStopping, match="budget"):
+        opt.ask()
+
+
+def test_attach_refuses_a_mismatched_parametrization():
+    oracle = QuadraticOracle(8)
+    with pytest.raises(ValueError, match="parameters"):
+        ng.optimizers.registry["ZONP"](parametrization=5, budget=10).attach(oracle)
+    with pytest.raises(ValueError, match="plain ng.p.Array"):
+        ng.optimizers.registry["ZONP"](parametrization=ng.p.Array(shape=(8,)).set_mutation(sigma=2.0), budget=10).attach(
+            oracle
+        )
+    with pytest.raises(TypeError, match="output oracle"):
+        ng.optimizers.registry["ZONP"](parametrization=8, budget=10).attach(lambda x: 0.0)
+
+
+def test_dump_load_with_an_oracle_reattached_continues_identically(tmp_path):
+    def run(dump: bool) -> np.ndarray:
+        oracle = QuadraticOracle(8)
+        oracle.parametrization.random_state.seed(0)
+        opt = nevergrad_zonp.ZerothOrder(fisher_period=3, num_directions=3)(parametrization=oracle.parametrization, budget=10_000)
+        opt.attach(oracle)
+        for i in range(300):
+            if dump and i == 150:
+                opt.dump(tmp_path / "zonp.pkl")
+                opt = nevergrad_zonp.ZONP.load(tmp_path / "zonp.pkl")
+                opt.attach(oracle)
+            candidate = opt.ask()
+            opt.tell(candidate, oracle(candidate.value))
+        return opt.recommend().value
+
+    np.testing.assert_array_equal(run(False), run(True))
+
+
+def test_sampling_is_independent_of_torch_global_state():
+    first = ng.optimizers.registry["ZOI"](parametrization=4, budget=100)
+    first.parametrization.random_state.seed(0)
+    torch.manual_seed(123)
+    a = [first.ask().value for _ in range(11)]
+    second = ng.optimizers.registry["ZOI"](parametrization=4, budget=100)
+    second.parametrization.random_state.seed(0)
+    torch.manual_seed(999)
+    b = [second.ask().value for _ in range(11)]
+    np.testing.assert_array_equal(np.array(a), np.array(b))
