@@ -1,0 +1,249 @@
+"""Adapters: one mini-batch per ZO iteration on every evaluation path, counting, errors."""
+
+import collections
+import concurrent.futures
+import threading
+import warnings
+
+import nevergrad as ng
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import nevergrad_zonp
+from nevergrad_zonp import HardwareAdapter, MiniBatches, ModelAdapter
+
+Q = 5
+
+
+class RecordingNetwork:
+    """Hardware callable: a linear map; records the batch each parameter setting saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, tuple[int, ...]]] = []
+        self.rows = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, thetas: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        ids = tuple(int(i) for i in inputs[:, 0])
+        with self.lock:
+            self.rows += len(thetas)
+            self.seen.extend((theta.numpy().tobytes(), ids) for theta in thetas)
+        weights = thetas.reshape(len(thetas), 2, 3)
+        return torch.einsum("vcd,bd->vbc", weights, inputs[:, 1:].double())
+
+
+def make_hardware(batch_size: int = 8) -> tuple[HardwareAdapter, RecordingNetwork]:
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.cat([torch.arange(80.0)[:, None], torch.randn(80, 3, generator=gen)], dim=1)
+    targets = torch.randn(80, 2, generator=gen)
+    network = RecordingNetwork()
+    adapter = HardwareAdapter(network, np.zeros(6), (inputs, targets), output="gaussian", batch_size=batch_size)
+    return adapter, network
+
+
+def assert_one_batch_per_iteration(network: RecordingNetwork, num_iterations: int) -> None:
+    per_batch = collections.Counter(ids for _, ids in network.seen)
+    assert len(per_batch) == num_iterations  # 10 batches per epoch > iterations: all distinct
+    assert set(per_batch.values()) == {Q + 1}
+
+
+def zoi(adapter: HardwareAdapter, budget: int, num_workers: int = 1):
+    return nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=Q)(
+        parametrization=adapter.parametrization, budget=budget, num_workers=num_workers
+    )
+
+
+def test_sequential_minimize_gives_each_iteration_one_batch():
+    adapter, network = make_hardware()
+    zoi(adapter, 6 * (Q + 1)).minimize(adapter)
+    assert_one_batch_per_iteration(network, 6)
+
+
+@pytest.mark.parametrize("batch_mode", [True, False])
+def test_thread_executor_gives_each_iteration_one_batch(batch_mode):
+    adapter, network = make_hardware()
+    opt = zoi(adapter, 6 * (Q + 1), num_workers=Q + 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=Q + 1) as executor:
+        opt.minimize(adapter, executor=executor, batch_mode=batch_mode)
+    assert_one_batch_per_iteration(network, 6)
+
+
+def test_vectorized_path_evaluates_an_iteration_in_one_call_on_one_batch():
+    adapter, network = make_hardware()
+    calls = []
+    original = network.__call__
+    network_call = lambda thetas, inputs: calls.append(len(thetas)) or original(thetas, inputs)  # noqa: E731
+    adapter._outputs_fn = network_call
+    nevergrad_zonp.minimize_vectorized(zoi(adapter, 6 * (Q + 1)), adapter)
+    assert calls == [Q + 1] * 6
+    assert_one_batch_per_iteration(network, 6)
+
+
+def test_natural_perturbations_use_the_iterations_batch_for_the_jacobian():
+    adapter, network = make_hardware()
+    opt = nevergrad_zonp.ZerothOrder(num_directions=Q, fisher_period=2)(parametrization=adapter.parametrization, budget=120)
+    nevergrad_zonp.minimize_vectorized(opt, adapter)
+    per_batch = collections.Counter(ids for _, ids in network.seen)
+    jacobian = 6 + 1
+    assert sorted(set(per_batch.values())) == [Q + 1, Q + 1 + jacobian]
+    assert opt.num_fisher_updates == sum(v == Q + 1 + jacobian for v in per_batch.values())
+
+
+def test_counters_equal_the_queries_actually_made():
+    adapter, network = make_hardware(batch_size=8)
+    opt = nevergrad_zonp.ZerothOrder(num_directions=Q, fisher_period=3)(parametrization=adapter.parametrization, budget=200)
+    nevergrad_zonp.minimize_vectorized(opt, adapter)
+    assert adapter.queries == network.rows == opt.num_queries
+    assert adapter.sample_forwards == 8 * network.rows
+    before = adapter.queries
+    adapter.evaluate(opt.recommend())  # reporting is not training cost
+    assert adapter.queries == before
+    adapter.reset_counters()
+    assert adapter.queries == adapter.sample_forwards == 0
+
+
+def test_unassigned_vectors_use_the_given_or_default_key():
+    adapter, network = make_hardware()
+    theta = np.ones(6)
+    adapter.loss_batch([theta], key=3)
+    adapter(theta)
+    adapter.default_key = 3
+    adapter(theta)
+    ids = [seen for _, seen in network.seen]
+    assert ids[0] == ids[2] != ids[1]
+
+
+def test_bad_outputs_and_vectors_are_named():
+    adapter, _ = make_hardware()
+    with pytest.raises(ValueError, match=r"expected \(6,\)"):
+        adapter(np.zeros(5))
+    with pytest.raises(ValueError, match="outside"):
+        adapter.block_outputs(np.zeros(6), 4, np.zeros((2, 3)), 0)
+    bad = HardwareAdapter(lambda t, x: torch.zeros(len(t), 3), np.zeros(6), adapter.data, output="gaussian")
+    with pytest.raises(ValueError, match=r"expected \(1, 80"):
+        bad(np.zeros(6))
+    with pytest.raises(ValueError, match="output model"):
+        HardwareAdapter(lambda t, x: t, np.zeros(2), adapter.data, output="softmax")
+    with pytest.raises(ValueError, match="NaN"):
+        HardwareAdapter(lambda t, x: t, np.array([np.nan]), adapter.data, output="gaussian")
+
+
+def test_nan_outputs_give_nan_losses_that_the_optimizer_survives():
+    adapter, network = make_hardware()
+    adapter._outputs_fn = lambda thetas, inputs: network(thetas, inputs) * (np.nan if np.random.rand() < 0.3 else 1.0)
+    opt = ng.optimizers.registry["ZONP"](parametrization=adapter.parametrization, budget=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nevergrad_zonp.minimize_vectorized(opt, adapter)
+    assert np.all(np.isfinite(opt.recommend().value))
+
+
+# ----- ModelAdapter ------------------------------------------------------------------------
+def small_classifier(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+
+
+def classification_data(n: int = 60):
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(n, 4, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+def test_model_adapter_flattens_in_named_order_and_loads_back():
+    model = small_classifier()
+    adapter = ModelAdapter(model, classification_data(), output="categorical")
+    expected = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double().numpy()
+    np.testing.assert_array_equal(adapter.theta0, expected)
+    adapter.load(adapter.theta0 + 1.0)
+    np.testing.assert_allclose(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy(), expected + 1, rtol=1e-6)
+
+
+def test_model_adapter_batched_outputs_equal_single_forwards():
+    model = small_classifier()
+    data = classification_data()
+    adapter = ModelAdapter(model, data, output="categorical", batch_size=None)
+    thetas = adapter.theta0[None] + 0.1 * np.random.RandomState(0).normal(size=(4, adapter.dimension))
+    losses = adapter.loss_batch(list(thetas))
+    for theta, loss in zip(thetas, losses):
+        adapter.load(theta)
+        with torch.no_grad():
+            expected = torch.nn.functional.cross_entropy(model(data[0]), data[1])
+        assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_block_outputs_batch_only_the_touched_tensors_and_match_full_evaluation():
+    model = small_classifier()
+    adapter = ModelAdapter(model, classification_data(), output="categorical", batch_size=None)
+    deltas = 0.05 * np.random.RandomState(1).normal(size=(3, 7))
+    start = 18  # spans the end of the first weight matrix and its bias
+    out = adapter.block_outputs(adapter.theta0, start, deltas, 0)
+    thetas = np.repeat(adapter.theta0[None], 3, axis=0)
+    thetas[:, start : start + 7] += deltas
+    full = adapter._forward(torch.from_numpy(thetas), classification_data()[0]).numpy()
+    np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-6)
+
+
+def test_model_adapter_parameter_subset_keeps_the_rest_fixed():
+    model = small_classifier()
+    adapter = ModelAdapter(model, classification_data(), output="categorical", parameters=["2.weight", "2.bias"])
+    assert adapter.dimension == 5 * 3 + 3
+    frozen = model[0].weight.detach().clone()
+    adapter.load(adapter.theta0 + 1)
+    assert torch.equal(model[0].weight, frozen)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        ModelAdapter(model, classification_data(), output="categorical", parameters=["3.weight"])
+
+
+def test_model_that_cannot_vmap_falls_back_to_a_loop_with_a_warning():
+    class ItemModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x[:, :3] * float(self.scale.item())  # .item() is not vmappable
+
+    adapter = ModelAdapter(ItemModel(), classification_data(), output="categorical", batch_size=None)
+    with pytest.warns(RuntimeWarning, match="vmap"):
+        losses = adapter.loss_batch([np.array([1.0]), np.array([2.0])])
+    assert losses[0] != losses[1]
+
+
+def test_data_as_dataset_and_dataloader():
+    inputs, targets = classification_data()
+    for data in [TensorDataset(inputs, targets), DataLoader(TensorDataset(inputs, targets), batch_size=10)]:
+        adapter = ModelAdapter(small_classifier(), data, output="categorical", batch_size=10)
+        opt = ng.optimizers.registry["ZONP"](parametrization=adapter.parametrization, budget=200)
+        nevergrad_zonp.minimize_vectorized(opt, adapter)
+        assert adapter.sample_forwards == 10 * adapter.queries
+        assert set(adapter.evaluate(opt.recommend())) == {"loss", "accuracy"}
+
+
+def test_minibatches_are_a_function_of_the_key():
+    inputs, targets = classification_data(25)
+    batches = MiniBatches((inputs, targets), batch_size=10, seed=4)
+    assert batches.batches_per_epoch == 2
+    first = batches.batch(0)[1]
+    batches.batch(5)
+    assert torch.equal(batches.batch(0)[1], first)
+    epoch0 = torch.cat([batches.batch(0)[0], batches.batch(1)[0]])
+    assert len({tuple(row.tolist()) for row in epoch0}) == 20  # no sample twice within an epoch
+    assert not torch.equal(batches.batch(2)[1], first)
+    in_order = list(MiniBatches((inputs, targets), batch_size=10).in_order())
+    assert [len(t) for _, t in in_order] == [10, 10, 5]
+
+
+def test_minibatch_errors_are_named():
+    inputs, targets = classification_data()
+    with pytest.raises(ValueError, match="60 samples but targets hold 59"):
+        MiniBatches((inputs, targets[:-1]))
+    with pytest.raises(ValueError, match="empty"):
+        MiniBatches((inputs[:0], targets[:0]))
+    with pytest.raises(TypeError, match="DataLoader"):
+        MiniBatches(np.zeros(3))
+    loader = MiniBatches(DataLoader(TensorDataset(inputs, targets), batch_size=1))
+    loader.batch(100)
+    with pytest.raises(KeyError, match="no longer cached"):
+        loader.batch(0)
