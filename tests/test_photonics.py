@@ -49,9 +49,10 @@ def stage_product(ports: int, columns: int, phases: torch.Tensor) -> torch.Tenso
     for stage_column in range(2 * columns):
         first = (stage_column // 2) % 2
         for top in range(first, ports - 1, 2):
-            shifter = torch.diag(torch.tensor([complex(math.cos(t), math.sin(t)) for t in [next(phases)]] + [1.0]))
+            theta = next(phases)
+            shifter = torch.diag(torch.tensor([complex(math.cos(theta), math.sin(theta)), 1.0], dtype=torch.complex128))
             stage = torch.eye(ports, dtype=torch.complex128)
-            stage[top : top + 2, top : top + 2] = splitter @ shifter.to(torch.complex128)
+            stage[top : top + 2, top : top + 2] = splitter @ shifter
             total = stage @ total
     return total
 

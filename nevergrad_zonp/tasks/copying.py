@@ -14,7 +14,9 @@ the fraction of the 10 recalled symbols predicted right.
 
 Default delay ``T = 50``: long enough that the recurrence must hold the symbols over many
 steps, short enough for many zeroth-order iterations on a CPU (Arjovsky et al. use
-``T >= 100`` with backprop).  Model:
+``T >= 100`` with backprop).  At ``T = 50`` backprop with Adam is unstable at lr 1e-2;
+at lr 2e-3, 15 epochs of 2,000 sequences bring the test loss to 0.03 (baseline 0.30).
+Model:
 :class:`~nevergrad_zonp.photonics.recurrent.MZIRecurrentNetwork` with 40 ports (a
 ``Clements(40, 40)`` mesh and PSdiag(40) as the recurrence, modReLU(40), a complex input
 map and a linear readout): 3,169 trainable parameters.  The chip is its twin with
