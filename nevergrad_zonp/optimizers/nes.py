@@ -56,7 +56,7 @@ def rank_utilities(losses: np.ndarray) -> np.ndarray:
     ``u_k = max(0, ln(lambda/2 + 1) - ln k) / sum_j max(0, ln(lambda/2 + 1) - ln j) - 1/lambda``,
     so the utilities sum to zero and only the better half pulls.  Tied losses share the
     mean utility of the ranks they span: a generation of equal losses (for instance all
-    failed, clipped to ``FAILED_LOSS``) moves nothing.
+    failed, clipped to ``FAILED_LOSS``) moves nothing (up to rounding).
     """
     losses = np.asarray(losses, dtype=np.float64)
     size = losses.size
