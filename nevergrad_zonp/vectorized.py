@@ -15,6 +15,7 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
+from .optimizers.cma_presets import population_size
 from .oracle import OutputOracle
 
 BatchObjective = tp.Callable[[tp.List[tp.Any]], tp.Sequence[float]]
@@ -24,15 +25,12 @@ Callback = tp.Callable[[base.Optimizer, tp.List[p.Parameter], np.ndarray], None]
 def iteration_size(optimizer: base.Optimizer) -> int:
     """Candidates that belong together: ``Q + 1`` for ZO, the population for NES and CMA-ES.
 
-    Falls back to ``num_workers`` for optimizers that declare nothing.
+    Falls back to ``num_workers`` for optimizers with no known population.
     """
-    size = getattr(optimizer, "iteration_size", None)
-    if size is None:
-        size = getattr(optimizer, "_popsize", None)
-    if size is None:
-        es = getattr(optimizer, "_es", None)
-        size = getattr(getattr(es, "sp", None), "popsize", None)
-    return int(size) if size else max(1, optimizer.num_workers)
+    try:
+        return population_size(optimizer)
+    except TypeError:
+        return max(1, optimizer.num_workers)
 
 
 def minimize_vectorized(

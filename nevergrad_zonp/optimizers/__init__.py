@@ -1,8 +1,12 @@
 """Optimizers registered in Nevergrad's registry on import.
 
-``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` optimizer with three samplers.
+``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` optimizer with three samplers;
+``SNES`` and ``XNES`` are the natural evolution strategy baselines.  :func:`cma_es` builds
+the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registered).
 """
 
+from .cma_presets import cma_es, population_size
+from .nes import SNES, XNES, NaturalEvolutionStrategy
 from .registration import register
 from .zeroth_order import (
     InvalidQueryWarning,
@@ -15,14 +19,19 @@ ZOI = register(ZerothOrder(sampler="isotropic"), "ZOI")
 ZOco = register(ZerothOrder(sampler="coordinate"), "ZOco")
 
 #: Names this package registers in ``ng.optimizers.registry``.
-NAMES = ["ZONP", "ZOI", "ZOco"]
+NAMES = ["ZONP", "ZOI", "ZOco", "SNES", "XNES"]
 
 __all__ = [
     "NAMES",
     "ZONP",
     "ZOI",
     "ZOco",
+    "SNES",
+    "XNES",
     "ZerothOrder",
+    "NaturalEvolutionStrategy",
+    "cma_es",
+    "population_size",
     "InvalidQueryWarning",
     "NaturalPerturbationsInactiveWarning",
     "register",

@@ -9,9 +9,10 @@ four settings all follow this rule (e.g. N = 2,580, N_max = 512 gives B = 6 bloc
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
+
+from .resources import available_memory_bytes
 
 
 def block_bounds(dimension: int, max_block_size: int) -> np.ndarray:
@@ -28,11 +29,6 @@ def block_bounds(dimension: int, max_block_size: int) -> np.ndarray:
     sizes = np.full(num_blocks, base, dtype=np.int64)
     sizes[:extra] += 1
     return np.concatenate([[0], np.cumsum(sizes)])
-
-
-def available_memory_bytes() -> int:
-    """Physical memory currently available to this process (Linux/macOS ``sysconf``)."""
-    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
 
 
 def check_fisher_memory(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import typing as tp
 
 import numpy as np
@@ -39,6 +38,7 @@ from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
 from nevergrad_zonp.optimizers.registration import register
+from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes
 
 Covariance = tp.Literal["separable", "full"]
 
@@ -91,15 +91,6 @@ class NESConstants:
         return cls(popsize, 1.0, eta, eta)
 
 
-def available_memory_bytes() -> int:
-    """Memory available to a new allocation: ``psutil`` if installed, else ``sysconf``."""
-    try:
-        import psutil
-    except ImportError:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    return int(psutil.virtual_memory().available)
-
-
 def check_full_covariance_memory(dimension: int, available: int | None = None) -> int:
     """Bytes xNES needs at dimension ``n``; raises ``ValueError`` if they exceed ``available``.
 
@@ -150,6 +141,9 @@ class _NES(base.Optimizer):
         self._last_noise = np.zeros(self.dimension)
         self._told_noise: list[np.ndarray] = []
         self._told_losses: list[float] = []
+        pruning = archive_pruning(self.dimension)
+        if pruning is not None:
+            self.pruning = pruning
 
     @property
     def iteration_size(self) -> int:

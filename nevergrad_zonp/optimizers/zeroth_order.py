@@ -29,20 +29,20 @@ import typing as tp
 
 import numpy as np
 from nevergrad.common import errors
-from nevergrad.optimization import base, utils
+from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
 from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import BlockAdam, zo_gradient
+from .resources import archive_pruning
 from .samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
 
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
 CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
 BLOCK_SELECTIONS = ("random", "cyclic")
-_ARCHIVE_BYTES = 64 * 2**20
 
 
 class NaturalPerturbationsInactiveWarning(UserWarning):
@@ -101,10 +101,9 @@ class _ZerothOrder(base.Optimizer):
         self._num_fisher_queries = 0
         self._num_fisher_updates = 0
         self._oracle: tp.Optional[OutputOracle] = None
-        # The archive stores every told point; cap it near 64 MiB for large models.
-        max_len = max(10, _ARCHIVE_BYTES // (16 * self.dimension))
-        if max_len < 300:
-            self.pruning = utils.Pruning(min_len=max(1, max_len // 3), max_len=max_len)
+        pruning = archive_pruning(self.dimension)
+        if pruning is not None:
+            self.pruning = pruning
 
     # ----- public state --------------------------------------------------------------
     @property
