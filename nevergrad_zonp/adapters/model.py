@@ -4,9 +4,14 @@ The module's trainable parameters (all of them, or the ones the user names) are
 flattened, in ``named_parameters`` order, into the vector Nevergrad optimizes.  ``V``
 parameter settings are evaluated in one batched forward with
 ``torch.vmap(torch.func.functional_call)``; if the module cannot run under ``vmap`` the
-adapter warns once and loops over the settings.  For Fisher Jacobians only the tensors
-that the perturbed block touches are batched, so ``n_b + 1`` settings cost
-``(n_b + 1) x`` the touched tensors' size in memory, not ``(n_b + 1) x N``.
+adapter warns once and loops over the settings.
+
+Only the tensors that differ between the settings are batched: the ``Q + 1`` candidates of
+a ZO iteration (and the ``n_b + 1`` settings of a Fisher Jacobian) differ in one block, so
+the layers before that block run once for all of them, and memory grows with the touched
+tensors' size, not with ``N``.  Settings are evaluated in chunks of ``settings_per_call``:
+on a CPU, convolutions batched over hundreds of weight settings are slower per setting
+than over a few dozen (measured in ``comparisons/bench_zo_speed.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class ModelAdapter(HardwareAdapter):
     data, output, loss, batch_size, metrics, seed: as for :class:`HardwareAdapter`.
     parameters: names (from ``model.named_parameters()``) of the parameters to optimize;
         default: every parameter with ``requires_grad``.  The others stay fixed.
+    settings_per_call: most parameter settings evaluated in one vmapped forward.
     """
 
     def __init__(
@@ -45,7 +51,11 @@ class ModelAdapter(HardwareAdapter):
         parameters: tp.Optional[tp.Sequence[str]] = None,
         metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
         seed: int = 0,
+        settings_per_call: int = 32,
     ) -> None:
+        if settings_per_call < 1:
+            raise ValueError(f"settings_per_call must be positive, got {settings_per_call}")
+        self.settings_per_call = int(settings_per_call)
         named = dict(model.named_parameters())
         if parameters is None:
             names = [name for name, param in named.items() if param.requires_grad]
@@ -91,19 +101,27 @@ class ModelAdapter(HardwareAdapter):
             for name, lo, hi, shape in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes):
                 named[name].copy_(torch.from_numpy(vector[lo:hi]).reshape(shape))
 
+    def _segments(self) -> tp.Iterator[tp.Tuple[str, int, int, tp.Tuple[int, ...], torch.dtype]]:
+        return zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes)
+
     def _outputs_of(self, thetas: torch.Tensor, inputs: tp.Any) -> torch.Tensor:
-        params = {
-            name: thetas[:, lo:hi].reshape(len(thetas), *shape).to(dtype)
-            for name, lo, hi, shape, dtype in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes)
-        }
-        return self._call(params, {name: 0 for name in params}, len(thetas), inputs)
+        count = len(thetas)
+        params: tp.Dict[str, torch.Tensor] = {}
+        in_dims: tp.Dict[str, tp.Optional[int]] = {}
+        for name, lo, hi, shape, dtype in self._segments():
+            segment = thetas[:, lo:hi]
+            if count > 1 and bool(torch.all(segment == segment[:1])):
+                params[name], in_dims[name] = segment[0].reshape(shape).to(dtype), None
+            else:
+                params[name], in_dims[name] = segment.reshape(count, *shape).to(dtype), 0
+        return self._call(params, in_dims, count, inputs)
 
     def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
         theta, deltas, stop = self._check_block(theta, start, deltas)
         count = len(deltas)
         params: tp.Dict[str, torch.Tensor] = {}
         in_dims: tp.Dict[str, tp.Optional[int]] = {}
-        for name, lo, hi, shape, dtype in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes):
+        for name, lo, hi, shape, dtype in self._segments():
             first, last = max(start, lo), min(stop, hi)
             if first < last:
                 values = np.repeat(theta[None, lo:hi], count, axis=0)
@@ -125,7 +143,12 @@ class ModelAdapter(HardwareAdapter):
         with torch.no_grad():
             if self._vmap_ok:
                 try:
-                    return torch.vmap(single, in_dims=(in_dims, None))(params, inputs)
+                    chunks = []
+                    for lo in range(0, count, self.settings_per_call):
+                        hi = min(lo + self.settings_per_call, count)
+                        chunk = {n: (t[lo:hi] if in_dims[n] == 0 else t) for n, t in params.items()}
+                        chunks.append(torch.vmap(single, in_dims=(in_dims, None))(chunk, inputs))
+                    return torch.cat(chunks)
                 except (RuntimeError, ValueError, NotImplementedError) as error:
                     self._vmap_ok = False
                     warnings.warn(
