@@ -34,6 +34,8 @@ class ModelAdapter(HardwareAdapter):
     ----------
     model: the network; it is put in ``eval()`` mode (a hardware network is deterministic,
         and dropout or batch statistics would make the queries of one iteration disagree).
+        Queries run on the device of its parameters; inputs are moved there and outputs
+        come back to the CPU (only the CPU is exercised by this package's tests).
     data, output, loss, batch_size, metrics, seed: as for :class:`HardwareAdapter`.
     parameters: names (from ``model.named_parameters()``) of the parameters to optimize;
         default: every parameter with ``requires_grad``.  The others stay fixed.
@@ -70,6 +72,7 @@ class ModelAdapter(HardwareAdapter):
         if complex_names:
             raise TypeError(f"complex parameters are not supported (optimize real and imaginary parts): {complex_names}")
         self.model = model.eval()
+        self.device = named[names[0]].device
         self.names = names
         self._shapes = [tuple(named[name].shape) for name in names]
         self._dtypes = [named[name].dtype for name in names]
@@ -111,9 +114,9 @@ class ModelAdapter(HardwareAdapter):
         for name, lo, hi, shape, dtype in self._segments():
             segment = thetas[:, lo:hi]
             if count > 1 and bool(torch.all(segment == segment[:1])):
-                params[name], in_dims[name] = segment[0].reshape(shape).to(dtype), None
+                params[name], in_dims[name] = segment[0].reshape(shape).to(self.device, dtype), None
             else:
-                params[name], in_dims[name] = segment.reshape(count, *shape).to(dtype), 0
+                params[name], in_dims[name] = segment.reshape(count, *shape).to(self.device, dtype), 0
         return self._call(params, in_dims, count, inputs)
 
     def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
@@ -126,9 +129,10 @@ class ModelAdapter(HardwareAdapter):
             if first < last:
                 values = np.repeat(theta[None, lo:hi], count, axis=0)
                 values[:, first - lo : last - lo] += deltas[:, first - start : last - start]
-                params[name], in_dims[name] = torch.from_numpy(values).reshape(count, *shape).to(dtype), 0
+                values_t = torch.from_numpy(values).reshape(count, *shape)
+                params[name], in_dims[name] = values_t.to(self.device, dtype), 0
             else:
-                params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(dtype), None
+                params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
         out, _ = self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
         return out.numpy()
 
@@ -140,6 +144,8 @@ class ModelAdapter(HardwareAdapter):
         def single(settings: tp.Dict[str, torch.Tensor], x: tp.Any) -> torch.Tensor:
             return torch.func.functional_call(self.model, settings, (x,))
 
+        inputs = _to_device(inputs, self.device)
+
         with torch.no_grad():
             if self._vmap_ok:
                 try:
@@ -148,7 +154,7 @@ class ModelAdapter(HardwareAdapter):
                         hi = min(lo + self.settings_per_call, count)
                         chunk = {n: (t[lo:hi] if in_dims[n] == 0 else t) for n, t in params.items()}
                         chunks.append(torch.vmap(single, in_dims=(in_dims, None))(chunk, inputs))
-                    return torch.cat(chunks)
+                    return torch.cat(chunks).cpu()
                 except (RuntimeError, ValueError, NotImplementedError) as error:
                     self._vmap_ok = False
                     warnings.warn(
@@ -161,4 +167,10 @@ class ModelAdapter(HardwareAdapter):
                     single({n: (t[v] if in_dims[n] == 0 else t) for n, t in params.items()}, inputs)
                     for v in range(count)
                 ]
-            )
+            ).cpu()
+
+
+def _to_device(inputs: tp.Any, device: torch.device) -> tp.Any:
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(_to_device(item, device) for item in inputs)
+    return inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs
