@@ -1,0 +1,69 @@
+"""The method table: name -> configured Nevergrad optimizer for a given Q, step size and dimension.
+
+Each :class:`Method` has ONE tuned step size (the harness tunes nothing else): the Adam
+learning rate ``lr`` of the ZO optimizers, the initial step size ``sigma0`` of the
+evolution strategies; all other settings are the package defaults (DESIGN.md sections
+2-4).  Adding a method is one entry of :data:`METHODS`.
+
+- ``ZONP``, ``ZOI``, ``ZOco``: :class:`~nevergrad_zonp.optimizers.ZerothOrder` with the
+  natural, isotropic or coordinate sampler, ``Q`` directions (``Q + 1`` queries per
+  iteration, plus ``n_b + 1`` per Fisher refresh for ZONP).
+- ``SNES``: separable NES with its standard population ``4 + floor(3 ln n)``.
+- ``CMA-ES``: :func:`~nevergrad_zonp.optimizers.cma_es` with population ``Q + 1``, full
+  covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as tp
+
+from nevergrad.optimization import base
+
+from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, ZerothOrder, cma_es
+
+#: Largest dimension that gets full-covariance CMA-ES (O(n^2) memory, O(n^3) per update);
+#: beyond it the suite runs the diagonal variant.
+FULL_CMA_MAX_DIMENSION = 1000
+
+Factory = tp.Callable[[int, float, int], base.ConfiguredOptimizer]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A compared optimizer: ``factory(Q, step_size, dimension)`` and the name of its step size."""
+
+    name: str
+    factory: Factory
+    step_name: str
+
+    def build(self, num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+        """The configured optimizer of this method."""
+        return self.factory(num_directions, step_size, dimension)
+
+
+def _zeroth_order(sampler: str) -> Factory:
+    def factory(num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+        return ZerothOrder(sampler=sampler, num_directions=num_directions, lr=step_size)
+
+    return factory
+
+
+def _snes(num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+    return NaturalEvolutionStrategy(covariance="separable", sigma0=step_size)
+
+
+def _cma(num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+    return cma_es(num_directions, sigma0=step_size, diagonal=dimension > FULL_CMA_MAX_DIMENSION)
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("ZONP", _zeroth_order("natural"), "lr"),
+        Method("ZOI", _zeroth_order("isotropic"), "lr"),
+        Method("ZOco", _zeroth_order("coordinate"), "lr"),
+        Method("SNES", _snes, "sigma0"),
+        Method("CMA-ES", _cma, "sigma0"),
+    )
+}

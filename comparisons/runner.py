@@ -1,0 +1,433 @@
+"""Running a suite: one run, step-size tuning, resumable result files, executors.
+
+One run (:func:`execute_run`) builds the task from its seed, applies the suite's protocol
+(optional backprop pretraining on the ideal model, parameters copied onto the chip), then
+trains by ZO through :func:`nevergrad_zonp.minimize_vectorized` on the chip (or the model
+when the task has no chip) until the query budget is spent.  It records:
+
+- a curve of ``checkpoints + 1`` points (start, ``budget * i / checkpoints`` queries for
+  ``i < checkpoints``, end): queries, sample forwards, wall time, the **training loss of
+  the recommendation evaluated on the full training split** and the task metric on the
+  test split.  These evaluations are measurements: they are not counted as queries and
+  their time is excluded from ``elapsed_time``;
+- one result row with Nevergrad's benchmark column names (``optimizer_name``, ``budget``,
+  ``loss`` = final full-training-split loss, ``seed``, ``elapsed_time``,
+  ``elapsed_budget`` = queries spent, ``dimension``, ``num_workers``) plus ours (``task``,
+  ``phase``, ``queries``, ``fisher_queries``, ``sample_forwards``, ``step_name``,
+  ``step_size``, ``test_loss``, ``test_<metric>``, ``train_<metric>``, ...);
+- ``peak_memory_mb``: peak resident set size of the process during the training loop
+  minus its value at the start of the loop (all allocations, torch included), sampled
+  every 5 ms from ``/proc/self/statm`` by a background thread (:class:`PeakMemory`).
+  Where ``/proc`` is missing it falls back to the growth of
+  ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, a lower bound in a reused process.  Runs
+  sharing a process (threads, an in-process Dask cluster) see each other's allocations.
+  ``tracemalloc`` was not used: it slows the Python-heavy baselines (CMA-ES, SNES) two- to
+  three-fold and would distort ``elapsed_time``.
+
+Every run is seeded from its seed alone (the task's data and initialisation, torch's
+global generator, the parametrization's ``random_state``, the adapter's mini-batch order)
+and uses one torch thread, so two runs with the same seed give the same row apart from
+``elapsed_time`` and ``peak_memory_mb``.
+
+Tuning (:func:`run_suite`): for every task and method, one run per point of the method's
+log-spaced step-size grid (same number of points for every method) on the suite's tuning
+seed; the step size with the **lowest final training loss** (``loss``; ties go to the
+smaller step) is used for the reported seeds.  The grids, their losses and the choices are
+written to ``tuning.json``.
+
+Resume: each finished run is written atomically to ``runs/<key>.json`` (key: task,
+method, seed, step size, budget); :func:`run_suite` skips runs whose file exists, so an
+interrupted suite re-run only does what is missing.
+
+Parallelism: runs are submitted to an executor with ``submit(fn, *args)``:
+
+- ``workers=1`` (default): a one-thread ``concurrent.futures.ThreadPoolExecutor``;
+- ``workers=N``: a ``concurrent.futures.ProcessPoolExecutor`` of N spawned processes;
+- ``executor=``: any ``concurrent.futures.Executor`` you pass;
+- ``client=``: a ``distributed.Client`` (Dask); from the command line
+  ``--dask-scheduler ADDRESS``.  Every Dask worker must be able to import ``comparisons``
+  and ``nevergrad_zonp`` (start the workers from the repository root, or ship the folder
+  with ``client.upload_file``) and read the data paths of the suite.
+
+Result files are written by the submitting process, so workers need no shared disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import resource
+import tempfile
+import threading
+import time
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from nevergrad.optimization import base
+
+from nevergrad_zonp import ModelAdapter, minimize_vectorized
+from nevergrad_zonp.photonics import transfer_parameters
+from nevergrad_zonp.tasks.base import pretrain
+
+from .methods import METHODS
+from .suites import Suite, TaskSpec
+
+Record = dict[str, tp.Any]
+Progress = tp.Callable[["RunSpec", bool], None]
+
+RESULTS_FILE = "results.csv"
+CURVES_FILE = "curves.csv"
+TUNING_FILE = "tuning.json"
+SETTINGS_FILE = "settings.json"
+RUNS_DIR = "runs"
+TUNING_RULE = "lowest final training loss (full training split) on the tuning seed; ties to the smaller step"
+#: Columns that measure the machine rather than the algorithm (excluded from determinism checks).
+MACHINE_COLUMNS = ("elapsed_time", "peak_memory_mb")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run: a method with one step size on one task, from one seed, to one budget."""
+
+    task: TaskSpec
+    method: str
+    seed: int
+    step_size: float
+    budget: int
+    checkpoints: int
+    phase: str
+
+    @property
+    def key(self) -> str:
+        """File-name-safe identity of the run: task, method, seed, step size and budget."""
+        return f"{self.task.name}_{self.method}_seed{self.seed}_step{self.step_size:.6g}_budget{self.budget}"
+
+
+def step_grid(low: float, high: float, size: int) -> list[float]:
+    """``size`` log-spaced step sizes from ``low`` to ``high``, rounded to 3 significant digits."""
+    if not 0 < low <= high:
+        raise ValueError(f"a step-size range needs 0 < low <= high, got ({low}, {high})")
+    return [float(f"{value:.3g}") for value in np.geomspace(low, high, size)]
+
+
+class _Checkpoints:
+    """``minimize_vectorized`` callback recording the curve at fixed query thresholds."""
+
+    def __init__(self, adapter: ModelAdapter, spec: RunSpec, metric: str, test: tp.Any) -> None:
+        self.adapter = adapter
+        self.metric = metric
+        self.test = test
+        self.thresholds = [spec.budget * i / spec.checkpoints for i in range(1, spec.checkpoints)]
+        self.points: list[dict[str, float]] = []
+        self.evaluation_time = 0.0
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the start, without the time spent evaluating checkpoints."""
+        return time.perf_counter() - self.start - self.evaluation_time
+
+    def record(self, theta: tp.Any) -> dict[str, float]:
+        """Appends the point of parameter vector ``theta`` and returns it."""
+        elapsed = self.elapsed()
+        began = time.perf_counter()
+        train = self.adapter.evaluate(theta)
+        test = self.adapter.evaluate(theta, data=self.test)
+        self.evaluation_time += time.perf_counter() - began
+        point = {
+            "checkpoint": len(self.points),
+            "queries": self.adapter.queries,
+            "sample_forwards": self.adapter.sample_forwards,
+            "elapsed_time": elapsed,
+            "train_loss": train["loss"],
+            f"test_{self.metric}": test[self.metric],
+        }
+        self.points.append(point)
+        return point
+
+    def __call__(self, optimizer: base.Optimizer, candidates: tp.Any, losses: np.ndarray) -> None:
+        crossed = sum(1 for threshold in self.thresholds if self.adapter.queries >= threshold)
+        if crossed:
+            point = self.record(optimizer.provide_recommendation())
+            self.points.extend(dict(point) for _ in range(crossed - 1))
+            del self.thresholds[:crossed]
+
+    def finish(self, theta: tp.Any) -> None:
+        """Records the end of the run, repeated for the thresholds the run never reached."""
+        point = self.record(theta)
+        self.points[-1:-1] = [dict(point) for _ in self.thresholds]
+        for index, item in enumerate(self.points):
+            item["checkpoint"] = index
+
+
+class PeakMemory:
+    """Context manager measuring the peak resident set size above its value on entry (``peak_bytes``)."""
+
+    interval = 0.005
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._statm = Path("/proc/self/statm")
+        self._page = os.sysconf("SC_PAGE_SIZE") if self._statm.exists() else 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _resident(self) -> int:
+        return int(self._statm.read_text().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, self._resident())
+
+    def __enter__(self) -> "PeakMemory":
+        if self._page:
+            self._start = self._peak = self._resident()
+            self._thread.start()
+        else:
+            self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        if self._page:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._resident())
+        else:
+            self._peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak_bytes = max(0, self._peak - self._start)
+
+
+def execute_run(spec: RunSpec) -> Record:
+    """Runs ``spec`` and returns ``{"key", "row", "curve", "settings"}`` (JSON-serialisable)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(spec.seed)
+    task_spec = spec.task
+    task = task_spec.build(seed=spec.seed, **task_spec.kwargs)
+    if task_spec.metric not in task.metrics:
+        raise ValueError(f"task {task.name!r} has no metric {task_spec.metric!r}; it has {sorted(task.metrics)}")
+    if task_spec.pretrain_epochs:
+        pretrain(task, epochs=task_spec.pretrain_epochs, lr=task_spec.pretrain_lr, batch_size=task_spec.batch_size, seed=spec.seed)
+        if task.chip is not None:
+            transfer_parameters(task.model, task.chip)
+    trained_on = "chip" if task.chip is not None else "model"
+    adapter = ModelAdapter.from_task(task, on=trained_on, batch_size=task_spec.batch_size, seed=spec.seed)
+    method = METHODS[spec.method]
+    configured = method.build(task_spec.num_directions, spec.step_size, adapter.dimension)
+    optimizer = configured(parametrization=adapter.parametrization, budget=spec.budget)
+    optimizer.parametrization.random_state.seed(spec.seed)
+
+    curve = _Checkpoints(adapter, spec, task_spec.metric, task.test)
+    initial = curve.record(adapter.theta0)
+    with PeakMemory() as memory:
+        recommendation = minimize_vectorized(optimizer, adapter, callback=curve)
+    elapsed = curve.elapsed()
+    curve.finish(recommendation)
+
+    train = adapter.evaluate(recommendation)
+    test = adapter.evaluate(recommendation, data=task.test)
+    row: Record = {
+        "optimizer_name": spec.method,
+        "budget": spec.budget,
+        "loss": train["loss"],
+        "seed": spec.seed,
+        "elapsed_time": elapsed,
+        "elapsed_budget": adapter.queries,
+        "dimension": adapter.dimension,
+        "num_workers": 1,
+        "task": task_spec.name,
+        "phase": spec.phase,
+        "metric": task_spec.metric,
+        "queries": adapter.queries,
+        "fisher_queries": int(getattr(optimizer, "num_fisher_queries", 0)),
+        "sample_forwards": adapter.sample_forwards,
+        "step_name": method.step_name,
+        "step_size": spec.step_size,
+        "num_directions": task_spec.num_directions,
+        "batch_size": task_spec.batch_size,
+        "pretrain_epochs": task_spec.pretrain_epochs,
+        "trained_on": trained_on,
+        "initial_loss": initial["train_loss"],
+        f"initial_test_{task_spec.metric}": initial[f"test_{task_spec.metric}"],
+        "test_loss": test["loss"],
+        "peak_memory_mb": memory.peak_bytes / 2**20,
+    }
+    row.update({f"train_{name}": value for name, value in train.items() if name != "loss"})
+    row.update({f"test_{name}": value for name, value in test.items() if name != "loss"})
+    settings = {
+        "task": task_spec.settings(),
+        "method": spec.method,
+        "optimizer": repr(configured),
+        "seed": spec.seed,
+        "step_name": method.step_name,
+        "step_size": spec.step_size,
+        "budget": spec.budget,
+        "checkpoints": spec.checkpoints,
+        "phase": spec.phase,
+        "torch_threads": torch.get_num_threads(),
+    }
+    return {"key": spec.key, "row": row, "curve": curve.points, "settings": settings}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace`` (never a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _load(path: Path) -> Record:
+    with open(path) as stream:
+        return json.load(stream)
+
+
+class _Runs:
+    """Submits runs to an executor or a Dask client, stores each one as it finishes, skips stored ones."""
+
+    def __init__(
+        self, out: Path, executor: concurrent.futures.Executor | None, client: tp.Any, progress: Progress | None
+    ) -> None:
+        self.folder = out / RUNS_DIR
+        self.executor = executor
+        self.client = client
+        self.progress = progress
+
+    def path(self, spec: RunSpec) -> Path:
+        return self.folder / f"{spec.key}.json"
+
+    def _submit(self, spec: RunSpec) -> tp.Any:
+        if self.client is not None:
+            return self.client.submit(execute_run, spec, pure=False)
+        assert self.executor is not None
+        return self.executor.submit(execute_run, spec)
+
+    def run(self, specs: list[RunSpec]) -> dict[str, Record]:
+        """Records of ``specs`` by key, running only those without a stored file."""
+        records: dict[str, Record] = {}
+        pending = {}
+        for spec in specs:
+            path = self.path(spec)
+            if path.exists():
+                records[spec.key] = _load(path)
+                if self.progress is not None:
+                    self.progress(spec, True)
+            else:
+                pending[self._submit(spec)] = spec
+        if self.client is not None:
+            from distributed import as_completed as completed
+        else:
+            completed = concurrent.futures.as_completed
+        for future in completed(list(pending)):
+            spec = pending[future]
+            record = future.result()
+            write_atomic(self.path(spec), json.dumps(record, indent=1))
+            records[spec.key] = record
+            if self.progress is not None:
+                self.progress(spec, False)
+        return records
+
+
+def choose_step(grid: list[float], losses: list[float]) -> float:
+    """The grid point of lowest loss (non-finite losses last; ties to the earlier, smaller step)."""
+    scores = [loss if math.isfinite(loss) else math.inf for loss in losses]
+    return grid[int(np.argmin(scores))]
+
+
+def run_suite(
+    suite: Suite,
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    executor: concurrent.futures.Executor | None = None,
+    client: tp.Any = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Tunes and runs ``suite``, writing everything under ``out``; returns the results table.
+
+    Writes ``settings.json`` (the suite), ``runs/<key>.json`` (one per run),
+    ``tuning.json`` (grids, tuning losses, chosen step sizes, rule), ``results.csv`` (one
+    row per run, tuning runs with ``phase = "tuning"``) and ``curves.csv`` (the curves,
+    long format).  ``progress(spec, skipped)`` is called once per run.  See the module
+    docstring for ``workers``, ``executor`` and ``client``.
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / SETTINGS_FILE, json.dumps(suite.settings(), indent=1))
+    unknown = [name for name in suite.methods if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    owned: concurrent.futures.Executor | None = None
+    if client is None and executor is None:
+        if workers > 1:
+            owned = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        else:
+            owned = concurrent.futures.ThreadPoolExecutor(1)
+        executor = owned
+    try:
+        runs = _Runs(folder, executor, client, progress)
+        grids = {
+            (task.name, name): step_grid(*suite.step_ranges[METHODS[name].step_name], suite.grid_size)
+            for task in suite.tasks
+            for name in suite.methods
+        }
+        tuning_specs = [
+            RunSpec(task, name, suite.tuning_seed, step, suite.budget, suite.checkpoints, "tuning")
+            for task in suite.tasks
+            for name in suite.methods
+            for step in grids[task.name, name]
+        ]
+        records = runs.run(tuning_specs)
+        tuning: dict[str, dict[str, tp.Any]] = {}
+        chosen: dict[tuple[str, str], float] = {}
+        for task in suite.tasks:
+            tuning[task.name] = {}
+            for name in suite.methods:
+                grid = grids[task.name, name]
+                losses = [
+                    records[RunSpec(task, name, suite.tuning_seed, step, suite.budget, suite.checkpoints, "tuning").key]["row"]["loss"]
+                    for step in grid
+                ]
+                chosen[task.name, name] = choose_step(grid, losses)
+                tuning[task.name][name] = {
+                    "step_name": METHODS[name].step_name,
+                    "grid": grid,
+                    "losses": losses,
+                    "chosen": chosen[task.name, name],
+                    "seed": suite.tuning_seed,
+                    "rule": TUNING_RULE,
+                }
+        write_atomic(folder / TUNING_FILE, json.dumps(tuning, indent=1))
+        final_specs = [
+            RunSpec(task, name, seed, chosen[task.name, name], suite.budget, suite.checkpoints, "final")
+            for task in suite.tasks
+            for name in suite.methods
+            for seed in suite.seeds
+        ]
+        records.update(runs.run(final_specs))
+    finally:
+        if owned is not None:
+            owned.shutdown()
+    ordered = [records[spec.key] for spec in tuning_specs + final_specs]
+    results = pd.DataFrame([record["row"] for record in ordered])
+    curves = pd.DataFrame(
+        [
+            {"task": record["row"]["task"], "optimizer_name": record["row"]["optimizer_name"], "seed": record["row"]["seed"],
+             "phase": record["row"]["phase"], "step_size": record["row"]["step_size"], **point}
+            for record in ordered
+            for point in record["curve"]
+        ]
+    )
+    write_atomic(folder / RESULTS_FILE, results.to_csv(index=False))
+    write_atomic(folder / CURVES_FILE, curves.to_csv(index=False))
+    return results

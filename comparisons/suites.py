@@ -1,0 +1,193 @@
+"""Comparison suites as data: which tasks, methods, budgets, seeds and protocol to run.
+
+A :class:`Suite` is a plain dataclass, so a new comparison is a few lines: list its
+:class:`TaskSpec` (a task constructor from :mod:`nevergrad_zonp.tasks` and its keyword
+arguments) and the method names of :data:`comparisons.methods.METHODS`.
+
+Protocol of every run (DESIGN.md section 1): the task is built from the run's seed; if
+``pretrain_epochs > 0`` its ideal model is trained by backprop
+(:func:`nevergrad_zonp.tasks.base.pretrain`) and, where the task has a chip, the trained
+parameters are programmed onto the chip (:func:`~nevergrad_zonp.photonics.transfer_parameters`);
+then zeroth-order training runs on the chip where there is one, else on the model, until
+the query budget (Jacobian queries included) is spent.
+
+Two suites are built in (:data:`SUITES`):
+
+- ``quick``: embedded data only (scikit-learn digits, a small equalization channel), the
+  five methods ZONP, ZOI, ZOco, SNES and CMA-ES, 3 seeds; minutes on 2 CPU cores.
+- ``paper``: the paper's four tasks (FashionMNIST CNN, equalization, copying memory,
+  CIFAR-10 Mixer; DESIGN.md section 6), Q = 100, 8 seeds; FashionMNIST and CIFAR-10 are
+  read from local folders given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing as tp
+
+from nevergrad_zonp.tasks.base import Task
+from nevergrad_zonp.tasks.cifar import cifar10_task
+from nevergrad_zonp.tasks.copying import copying_task
+from nevergrad_zonp.tasks.equalization import equalization_task
+from nevergrad_zonp.tasks.images import digits_task, mnist_task
+
+TaskBuilder = tp.Callable[..., Task]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One task of a suite and how it is trained.
+
+    Attributes
+    ----------
+    name: identifier in result files and tables.
+    build: module-level task constructor called as ``build(seed=seed, **kwargs)`` (a
+        module-level function, so that specs pickle to worker processes).
+    kwargs: further keyword arguments of ``build`` (data paths, sizes).
+    metric: the task metric reported in tables and plots (a key of ``Task.metrics``).
+    maximize: whether a larger ``metric`` is better (accuracy) or worse (error rates).
+    pretrain_epochs: backprop epochs on the ideal model before ZO (0: ZO from the start).
+    pretrain_lr: Adam learning rate of that pretraining.
+    batch_size: mini-batch size of the ZO queries.
+    num_directions: Q, directions per ZO iteration (CMA-ES population ``Q + 1``).
+    """
+
+    name: str
+    build: TaskBuilder
+    kwargs: tp.Mapping[str, tp.Any] = dataclasses.field(default_factory=dict)
+    metric: str = "accuracy"
+    maximize: bool = True
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 1e-2
+    batch_size: int = 100
+    num_directions: int = 10
+
+    def settings(self) -> dict[str, tp.Any]:
+        """JSON-friendly description (the builder by its qualified name)."""
+        values = dataclasses.asdict(self)
+        values["build"] = f"{self.build.__module__}.{self.build.__qualname__}"
+        values["kwargs"] = {key: str(value) if isinstance(value, os.PathLike) else value for key, value in self.kwargs.items()}
+        return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """Methods x tasks x seeds at one query budget, with step sizes tuned on a grid.
+
+    Attributes
+    ----------
+    name: identifier of the suite.
+    tasks: the tasks.
+    methods: names in :data:`comparisons.methods.METHODS`.
+    budget: queries per run, Jacobian (Fisher) queries included.
+    seeds: seeds of the reported runs.
+    tuning_seed: seed of the tuning runs (not among ``seeds``).
+    grid_size: points of every method's log-spaced step-size grid.
+    step_ranges: ``{step name: (lowest, highest)}`` of the grids (``"lr"`` for the ZO
+        methods' Adam learning rate, ``"sigma0"`` for the evolution strategies).
+    checkpoints: curve points per run after the start (at ``budget * i / checkpoints``
+        queries, the last one at the end of the run).
+    """
+
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    methods: tuple[str, ...]
+    budget: int
+    seeds: tuple[int, ...]
+    tuning_seed: int = 1000
+    grid_size: int = 3
+    step_ranges: tp.Mapping[str, tuple[float, float]] = dataclasses.field(
+        default_factory=lambda: {"lr": (1e-3, 1e-1), "sigma0": (1e-3, 1e-1)}
+    )
+    checkpoints: int = 10
+
+    def __post_init__(self) -> None:
+        if self.tuning_seed in self.seeds:
+            raise ValueError(f"the tuning seed {self.tuning_seed} must not be one of the seeds {self.seeds}")
+        if self.grid_size < 1 or self.checkpoints < 1 or self.budget < 1:
+            raise ValueError("grid_size, checkpoints and budget must be positive")
+        names = [task.name for task in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+
+    @property
+    def num_runs(self) -> int:
+        """Runs in the suite: a grid on the tuning seed plus one run per seed, per task and method."""
+        return len(self.tasks) * len(self.methods) * (self.grid_size + len(self.seeds))
+
+    def settings(self) -> dict[str, tp.Any]:
+        """JSON-friendly description of the whole suite."""
+        values = dataclasses.asdict(self)
+        values["tasks"] = [task.settings() for task in self.tasks]
+        values["step_ranges"] = {key: list(value) for key, value in self.step_ranges.items()}
+        return values
+
+
+BASELINES = ("ZOI", "ZOco", "SNES", "CMA-ES")
+
+
+def quick_suite() -> Suite:
+    """Embedded data, five methods, 2,000 queries, 3 seeds: the README's first command.
+
+    Digits (CNN of 2,654 parameters, no chip) is trained by ZO from its random
+    initialisation; equalization (MZI network of 564 parameters, with a chip) follows the
+    papers' protocol, 2 epochs of backprop on the ideal model, then ZO on the chip.
+    """
+    return Suite(
+        name="quick",
+        tasks=(
+            TaskSpec(name="digits", build=digits_task),
+            TaskSpec(
+                name="equalization",
+                build=equalization_task,
+                kwargs={"n_train": 2000, "n_test": 2000},
+                metric="ser",
+                maximize=False,
+                pretrain_epochs=2,
+            ),
+        ),
+        methods=("ZONP", *BASELINES),
+        budget=2000,
+        seeds=(0, 1, 2),
+    )
+
+
+def paper_suite(fashion_mnist: str | os.PathLike[str] | None = None, cifar10: str | os.PathLike[str] | None = None) -> Suite:
+    """The paper's four tasks (DESIGN.md section 6) with 8 seeds.
+
+    ``fashion_mnist`` and ``cifar10`` are local folders of the data sets (see
+    :func:`~nevergrad_zonp.tasks.images.load_mnist`, :func:`~nevergrad_zonp.tasks.cifar.load_cifar10`);
+    a task whose folder is not given is left out.  Q = 100 on the image tasks, 10 on the
+    photonic ones; budget 200,000 queries; the photonic tasks are pretrained on the ideal
+    model and fine-tuned on the chip.
+    """
+    tasks = []
+    if fashion_mnist is not None:
+        tasks.append(
+            TaskSpec(
+                name="fashion_mnist",
+                build=mnist_task,
+                kwargs={"path": str(fashion_mnist), "fashion": True},
+                num_directions=100,
+            )
+        )
+    tasks.append(
+        TaskSpec(name="equalization", build=equalization_task, metric="ser", maximize=False, pretrain_epochs=3)
+    )
+    tasks.append(TaskSpec(name="copying", build=copying_task, pretrain_epochs=15, pretrain_lr=2e-3))
+    if cifar10 is not None:
+        tasks.append(TaskSpec(name="cifar10", build=cifar10_task, kwargs={"path": str(cifar10)}, num_directions=100))
+    return Suite(
+        name="paper",
+        tasks=tuple(tasks),
+        methods=("ZONP", *BASELINES),
+        budget=200_000,
+        seeds=tuple(range(8)),
+        grid_size=5,
+        step_ranges={"lr": (1e-4, 1e-1), "sigma0": (1e-4, 1e-1)},
+    )
+
+
+#: Built-in suites by name; each is a function of the local data paths it may need.
+SUITES: dict[str, tp.Callable[..., Suite]] = {"quick": quick_suite, "paper": paper_suite}
