@@ -14,7 +14,7 @@ are stand-alone micro-benchmarks.
 """
 
 from .methods import METHODS, Method
-
+from .report import write_report
 from .runner import RunSpec, execute_run, run_suite
 from .suites import SUITES, Suite, TaskSpec, paper_suite, quick_suite
 

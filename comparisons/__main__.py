@@ -1,0 +1,67 @@
+"""Command line of the comparison harness.
+
+``python -m comparisons run --suite quick --out results/quick [--workers N]
+[--dask-scheduler ADDRESS] [--fashion-mnist PATH] [--cifar10 PATH]`` runs a suite
+(resuming from the run files already in ``--out``), then writes its report;
+``python -m comparisons report FOLDER`` rewrites the report of stored results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import typing as tp
+
+from tqdm import tqdm
+
+from .report import write_report
+from .runner import RunSpec, run_suite
+from .suites import SUITES, paper_suite
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m comparisons", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or resume) a suite and write its report")
+    run.add_argument("--suite", choices=sorted(SUITES), default="quick")
+    run.add_argument("--out", required=True, help="folder of the results (created; existing runs are kept)")
+    run.add_argument("--workers", type=int, default=1, help="parallel processes (concurrent.futures)")
+    run.add_argument("--dask-scheduler", help="address of a Dask scheduler to run on instead of local processes")
+    run.add_argument("--fashion-mnist", help="folder of the FashionMNIST idx files (paper suite)")
+    run.add_argument("--cifar10", help="folder of CIFAR-10's python batches (paper suite)")
+    report = commands.add_parser("report", help="write the report of stored results")
+    report.add_argument("folder")
+    return parser
+
+
+def main(argv: tp.Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m comparisons``."""
+    args = _parser().parse_args(argv)
+    if args.command == "report":
+        print(f"report: {write_report(args.folder)}")
+        return
+    if args.suite == "paper":
+        suite = paper_suite(fashion_mnist=args.fashion_mnist, cifar10=args.cifar10)
+    else:
+        suite = SUITES[args.suite]()
+    client = None
+    if args.dask_scheduler:
+        from distributed import Client
+
+        client = Client(args.dask_scheduler)
+    started = time.perf_counter()
+    with tqdm(total=suite.num_runs, desc=f"suite {suite.name}", unit="run") as bar:
+
+        def progress(spec: RunSpec, skipped: bool) -> None:
+            bar.set_postfix_str(f"{'skipped ' if skipped else ''}{spec.task.name} {spec.method} seed {spec.seed}")
+            bar.update()
+
+        run_suite(suite, args.out, workers=args.workers, client=client, progress=progress)
+    if client is not None:
+        client.close()
+    print(f"{suite.num_runs} runs in {time.perf_counter() - started:.0f} s")
+    print(f"report: {write_report(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

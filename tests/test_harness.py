@@ -1,0 +1,139 @@
+"""The comparison harness end to end on a tiny digits suite: files, tuning, report, resume, determinism, Dask."""
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from comparisons import runner
+from comparisons.report import write_report
+from comparisons.runner import MACHINE_COLUMNS, RunSpec, choose_step, execute_run, run_suite
+from comparisons.suites import Suite, TaskSpec, paper_suite, quick_suite
+from nevergrad_zonp.tasks.images import digits_task
+
+# Q = 4 on mini-batches of 20: one ZONP Fisher refresh (a block of 442-443 parameters, + 1) and ~30 iterations.
+TINY = Suite(
+    name="tiny",
+    tasks=(TaskSpec("digits", digits_task, batch_size=20, num_directions=4),),
+    methods=("ZONP", "ZOI"),
+    budget=600,
+    seeds=(0, 1),
+    grid_size=2,
+    step_ranges={"lr": (1e-3, 1e-1), "sigma0": (1e-3, 1e-1)},
+    checkpoints=4,
+)
+NEVERGRAD_COLUMNS = ["optimizer_name", "budget", "loss", "seed", "elapsed_time", "elapsed_budget", "dimension", "num_workers"]
+OUR_COLUMNS = ["task", "phase", "queries", "fisher_queries", "sample_forwards", "step_name", "step_size", "test_accuracy",
+               "test_loss", "peak_memory_mb", "trained_on"]
+
+
+def _algorithmic(row):
+    """``row`` without the columns that measure the machine (wall time, memory)."""
+    return {key: value for key, value in row.items() if key not in MACHINE_COLUMNS}
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    results = run_suite(TINY, folder)
+    write_report(folder)
+    return folder, results
+
+
+def test_results_csv_has_benchmark_and_own_columns_and_one_row_per_run(tiny_results):
+    folder, results = tiny_results
+    stored = pd.read_csv(folder / "results.csv")
+    assert set(NEVERGRAD_COLUMNS + OUR_COLUMNS) <= set(stored.columns)
+    assert len(stored) == TINY.num_runs == 2 * (2 + 2)
+    final = stored[stored.phase == "final"]
+    assert sorted(final.seed.unique()) == [0, 1] and set(stored[stored.phase == "tuning"].seed) == {TINY.tuning_seed}
+    assert (stored.queries <= TINY.budget).all() and (stored.queries > 0).all()
+    assert (stored.sample_forwards == 20 * stored.queries).all()
+    assert stored.loc[stored.optimizer_name == "ZONP", "fisher_queries"].between(443, 444).all()  # one block + 1
+    curves = pd.read_csv(folder / "curves.csv")
+    assert (curves.groupby(["optimizer_name", "seed", "step_size"]).size() == TINY.checkpoints + 1).all()
+    assert json.loads((folder / "settings.json").read_text())["budget"] == TINY.budget
+
+
+def test_tuning_is_recorded_and_its_choice_is_used(tiny_results):
+    folder, results = tiny_results
+    tuning = json.loads((folder / "tuning.json").read_text())["digits"]
+    for name in TINY.methods:
+        entry = tuning[name]
+        assert entry["grid"] == [0.001, 0.1] and entry["step_name"] == "lr"
+        assert entry["chosen"] == entry["grid"][min(range(2), key=lambda i: entry["losses"][i])]
+        final = results[(results.phase == "final") & (results.optimizer_name == name)]
+        assert (final.step_size == entry["chosen"]).all()
+
+
+def test_report_has_a_table_with_formatted_numbers_p_values_and_plots(tiny_results):
+    folder, results = tiny_results
+    report = (folder / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ZO") and "±" in line}
+    assert set(rows) == {"ZONP", "ZOI"}
+    zoi = [cell.strip() for cell in rows["ZOI"].split("|")[1:-1]]
+    final = results[(results.phase == "final") & (results.optimizer_name == "ZOI")]
+    assert zoi[3] == f"{final.test_accuracy.mean():.4g} ± {final.test_accuracy.std():.2g}"
+    assert 0 < float(zoi[6]) <= 1 and 0 < float(zoi[7]) <= 1
+    assert "p accuracy vs ZONP" in report and "| ZONP | lr |" in report
+    png = folder / "digits_curves.png"
+    assert "(digits_curves.png)" in report and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_suite_resumes_without_redoing_completed_runs(tiny_results, tmp_path, monkeypatch):
+    source, _ = tiny_results
+    folder = tmp_path / "resumed"
+    shutil.copytree(source / "runs", folder / "runs")
+    lost = folder / "runs" / f"{RunSpec(TINY.tasks[0], 'ZOI', 1, 0.001, 600, 4, 'final').key}.json"
+    assert lost.exists()
+    lost.unlink()
+    kept = {path: path.stat().st_mtime_ns for path in (folder / "runs").iterdir()}
+    executed = []
+    real = runner.execute_run
+
+    def counting(spec):
+        executed.append(spec.key)
+        return real(spec)
+
+    monkeypatch.setattr(runner, "execute_run", counting)
+    results = run_suite(TINY, folder)
+    assert executed == [lost.stem] and lost.exists()
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
+    assert len(results) == TINY.num_runs
+
+
+def test_two_runs_with_the_same_seed_give_identical_rows_apart_from_time_and_memory():
+    spec = RunSpec(TINY.tasks[0], "ZONP", 3, 0.01, 600, 4, "final")
+    first, second = execute_run(spec), execute_run(spec)
+    assert _algorithmic(first["row"]) == _algorithmic(second["row"])
+    assert [_algorithmic(point) for point in first["curve"]] == [_algorithmic(point) for point in second["curve"]]
+    other = execute_run(RunSpec(TINY.tasks[0], "ZONP", 4, 0.01, 600, 4, "final"))
+    assert other["row"]["loss"] != first["row"]["loss"]
+
+
+def test_the_suite_runs_on_a_local_dask_cluster_with_the_same_results(tiny_results, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    _, expected = tiny_results
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            results = run_suite(TINY, tmp_path / "dask", client=client)
+    machine = list(MACHINE_COLUMNS)
+    pd.testing.assert_frame_equal(results.drop(columns=machine), expected.drop(columns=machine))
+
+
+def test_tuning_rule_prefers_low_finite_losses_and_the_smaller_step_on_ties():
+    assert choose_step([0.1, 1.0, 10.0], [2.0, 1.0, 1.0]) == 1.0
+    assert choose_step([0.1, 1.0], [math.nan, 5.0]) == 1.0
+
+
+def test_built_in_suites_are_defined_as_specified():
+    quick = quick_suite()
+    assert set(quick.methods) == {"ZONP", "ZOI", "ZOco", "SNES", "CMA-ES"}
+    assert {task.name for task in quick.tasks} == {"digits", "equalization"}
+    paper = paper_suite(fashion_mnist="/data/fashion", cifar10="/data/cifar")
+    assert [task.name for task in paper.tasks] == ["fashion_mnist", "equalization", "copying", "cifar10"]
+    assert len(paper.seeds) == 8 and paper.tuning_seed not in paper.seeds
+    assert {task.name: task.num_directions for task in paper.tasks}["fashion_mnist"] == 100
+    assert {task.name: task.num_directions for task in paper.tasks}["cifar10"] == 100
