@@ -33,20 +33,11 @@ import nevergrad as ng
 import numpy as np
 from nevergrad.optimization import base
 
+from nevergrad_zonp.functions import ellipsoid, rosenbrock, sphere
 from nevergrad_zonp.optimizers import nes
 from nevergrad_zonp.optimizers.cma_presets import cma_es, population_size
 
 
-def sphere(x: np.ndarray) -> float:
-    return float(np.sum(x**2))
-
-
-def ellipsoid(x: np.ndarray) -> float:
-    return float(np.sum(10 ** (6 * np.arange(x.size) / (x.size - 1)) * x**2))
-
-
-def rosenbrock(x: np.ndarray) -> float:
-    return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
 
 
 FUNCTIONS: dict[str, tp.Callable[[np.ndarray], float]] = {

@@ -13,6 +13,7 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.optimization.test_optimizerlib import check_optimizer
 
+from nevergrad_zonp.functions import ellipsoid, rosenbrock, sphere
 from nevergrad_zonp.optimizers import cma_presets, nes
 from nevergrad_zonp.optimizers.cma_presets import cma_es, population_size
 from nevergrad_zonp.optimizers.nes import NaturalEvolutionStrategy, rank_utilities
@@ -22,17 +23,6 @@ NAMES = ["SNES", "XNES"]
 DIM = 10
 
 
-def sphere(x: np.ndarray) -> float:
-    return float(np.sum(x**2))
-
-
-def ellipsoid(x: np.ndarray) -> float:
-    """Axis-aligned ellipsoid, condition number 1e6."""
-    return float(np.sum(10 ** (6 * np.arange(x.size) / (x.size - 1)) * x**2))
-
-
-def rosenbrock(x: np.ndarray) -> float:
-    return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
 
 
 def make(name: str, init: np.ndarray, seed: int, **kwargs: tp.Any) -> base.Optimizer:

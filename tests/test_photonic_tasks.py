@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import typing as tp
 
 import pytest
 import torch
@@ -25,13 +24,6 @@ from nevergrad_zonp.tasks.equalization import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> tp.Iterator[None]:
-    """These tensors are tiny: one intra-op thread beats two contended ones on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def generator(seed: int) -> torch.Generator:

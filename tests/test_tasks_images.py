@@ -27,13 +27,6 @@ from nevergrad_zonp.tasks.cifar import (
 from nevergrad_zonp.tasks.images import SmallCNN, digits_task, load_digits_28, load_mnist, mnist_task, read_idx
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads only contend on a small shared machine; these models are tiny."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..fisher import check_output_model
+from ..tasks.base import accuracy
 from .batches import MiniBatches
 
 OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
@@ -48,11 +49,6 @@ def gaussian_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def complex_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean squared modulus of the complex error, real and imaginary parts as Gaussian outputs."""
     return torch.mean(torch.abs(outputs - targets.reshape(outputs.shape).to(outputs.dtype)) ** 2)
-
-
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of (sample, step) positions whose arg-max logit is the target class."""
-    return float((outputs.argmax(dim=-1) == targets.reshape(outputs.shape[:-1])).double().mean())
 
 
 def _per_setting_categorical(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,11 @@ Metric = tp.Callable[[torch.Tensor, torch.Tensor], float]
 Loss = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction of (sample, step) positions whose arg-max logit (last axis) is the target class."""
+    return float((outputs.argmax(dim=-1) == targets.reshape(outputs.shape[:-1])).double().mean())
+
+
 @dataclasses.dataclass
 class Task:
     """A training problem in the form the adapter and the harness consume.

@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Task, pretrain
+from .base import Task, accuracy, pretrain
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -79,11 +79,6 @@ class SmallCNN(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(images)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.classifier(x.flatten(-3))
-
-
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of samples whose largest logit (last axis) is the target class."""
-    return float((outputs.argmax(-1) == targets).float().mean())
 
 
 def _read_bytes(path: Path) -> bytes:
