@@ -26,7 +26,7 @@ when the task has no chip) until the query budget is spent.  It records:
 
 Every run is seeded from its seed alone (the task's data and initialisation, torch's
 global generator, the parametrization's ``random_state``, the adapter's mini-batch order)
-and uses one torch thread, so two runs with the same seed give the same row apart from
+and uses one thread, so two runs with the same seed give the same row apart from
 ``elapsed_time`` and ``peak_memory_mb``.
 
 Tuning (:func:`run_suite`): for every task and method, one run per point of the method's
@@ -71,6 +71,7 @@ import numpy as np
 import pandas as pd
 import torch
 from nevergrad.optimization import base
+from threadpoolctl import threadpool_limits
 
 from nevergrad_zonp import ModelAdapter, minimize_vectorized
 from nevergrad_zonp.photonics import transfer_parameters
@@ -204,8 +205,19 @@ class PeakMemory:
 
 
 def execute_run(spec: RunSpec) -> Record:
-    """Runs ``spec`` and returns ``{"key", "row", "curve", "settings"}`` (JSON-serialisable)."""
+    """Runs ``spec`` and returns ``{"key", "row", "curve", "settings"}`` (JSON-serialisable).
+
+    The run uses one thread: torch's intra-op pool and the BLAS/OpenMP pools numpy and
+    ``cma`` use (``threadpoolctl``).  Parallelism comes from running several runs at once;
+    nested thread pools on a few cores spin-wait against each other (full CMA-ES ran up
+    to 9x slower with two BLAS threads per worker on 2 cores).
+    """
     torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        return _execute(spec)
+
+
+def _execute(spec: RunSpec) -> Record:
     torch.manual_seed(spec.seed)
     task_spec = spec.task
     task = task_spec.build(seed=spec.seed, **task_spec.kwargs)
