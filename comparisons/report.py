@@ -9,7 +9,7 @@ Reads what :func:`comparisons.runner.run_suite` wrote (``results.csv``, ``curves
   and the two-sided Mann-Whitney U p-value (``scipy.stats.mannwhitneyu``) of ZONP
   against each baseline, on the test metric and on the training loss; then the tuned step
   sizes and the plots;
-- ``<task>_curves.png``: training loss and test metric against queries, sample forwards
+- ``<task>_curves.png``: training loss (log scale) and test metric against queries, sample forwards
   and wall time, the mean over seeds with a band of +- one standard deviation.  Every run
   has the same number of checkpoints, so seeds are averaged checkpoint by checkpoint
   (x and y alike).  Figures are drawn with matplotlib's object API (``Figure``, rendered
@@ -103,6 +103,8 @@ def plot_curves(curves: pd.DataFrame, metric: str, path: Path, title: str) -> No
                 )
                 axis.set_xlabel(label)
                 axis.set_ylabel("training loss (full split)" if quantity == "train_loss" else f"test {metric}")
+                if quantity == "train_loss":
+                    axis.set_yscale("log")
     axes[0][0].legend()
     figure.suptitle(title)
     figure.tight_layout()
