@@ -223,6 +223,16 @@ def test_fisher_is_refreshed_every_t_ud_iterations_and_counted_in_the_budget():
     )
 
 
+def test_a_refresh_that_would_leave_less_budget_than_it_costs_is_skipped():
+    oracle = QuadraticOracle(8)  # a refresh costs 9 queries, an iteration 4
+    opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3)(parametrization=oracle.parametrization, budget=40)
+    opt.minimize(oracle)
+    # refresh at iteration 0 (9 queries, 31 left), 5 iterations (20, 11 left): the refresh
+    # at iteration 5 would leave 2 < 9 queries, so it is skipped and the budget funds steps
+    assert opt.num_fisher_updates == 1 and opt.num_fisher_skipped == 1
+    assert opt.num_queries == 9 + 7 * 4
+
+
 def test_nan_outputs_never_reach_the_fisher():
     oracle = QuadraticOracle(8, nan_rows=2)
     opt = nevergrad_zonp.ZerothOrder(fisher_period=2, num_directions=3)(parametrization=oracle.parametrization, budget=100)

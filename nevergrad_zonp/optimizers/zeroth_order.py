@@ -8,7 +8,8 @@ ICML 2025).  Iteration ``k``:
 2. ZO-NP only, every ``fisher_period`` (T_ud) iterations: re-estimate the block's Fisher from
    a finite-difference Jacobian of the network outputs (``n + 1`` queries, through the
    attached :class:`~nevergrad_zonp.oracle.OutputOracle`) and refactorise
-   ``F~_b + rho I = L L^T``;
+   ``F~_b + rho I = L L^T``.  With a budget, a refresh is skipped when fewer queries than
+   it costs would be left after it for the iterations that use it (near the end of a run);
 3. draw ``Q`` directions ``u_q`` from the sampler, rescaled to norm ``sqrt(n)``;
 4. ask ``Q + 1`` candidates: the iterate and the iterate displaced by ``mu / sqrt(n) * u_q``
    in the block, all assigned to mini-batch ``k``;
@@ -100,6 +101,7 @@ class _ZerothOrder(base.Optimizer):
         self._num_steps = 0
         self._num_fisher_queries = 0
         self._num_fisher_updates = 0
+        self._num_fisher_skipped = 0
         self._oracle: tp.Optional[OutputOracle] = None
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
@@ -125,6 +127,11 @@ class _ZerothOrder(base.Optimizer):
     def num_fisher_updates(self) -> int:
         """Block Fisher estimates that were accepted (finite, positive trace)."""
         return self._num_fisher_updates
+
+    @property
+    def num_fisher_skipped(self) -> int:
+        """Refreshes skipped because the budget left after them was smaller than their cost."""
+        return self._num_fisher_skipped
 
     @property
     def num_steps(self) -> int:
@@ -240,6 +247,10 @@ class _ZerothOrder(base.Optimizer):
                 NaturalPerturbationsInactiveWarning,
             )
             refresh = False
+        if refresh and self.budget is not None and self.budget - self.num_queries - (size + 1) < size + 1:
+            # A refresh serves the iterations after it: never spend more on it than they can use.
+            refresh = False
+            self._num_fisher_skipped += 1
         cost = self.iteration_size + (size + 1 if refresh else 0)
         if self.budget is not None and self.num_queries + cost > self.budget:
             raise errors.NevergradEarlyStopping(
