@@ -18,7 +18,7 @@ TINY = Suite(
     name="tiny",
     tasks=(TaskSpec("digits", digits_task, batch_size=20, num_directions=4),),
     methods=("ZONP", "ZOI"),
-    budget=600,
+    budget=1000,
     seeds=(0, 1),
     grid_size=2,
     step_ranges={"lr": (1e-3, 1e-1), "sigma0": (1e-3, 1e-1)},
@@ -86,7 +86,7 @@ def test_an_interrupted_suite_resumes_without_redoing_completed_runs(tiny_result
     source, _ = tiny_results
     folder = tmp_path / "resumed"
     shutil.copytree(source / "runs", folder / "runs")
-    lost = folder / "runs" / f"{RunSpec(TINY.tasks[0], 'ZOI', 1, 0.001, 600, 4, 'final').key}.json"
+    lost = folder / "runs" / f"{RunSpec(TINY.tasks[0], 'ZOI', 1, 0.001, TINY.budget, 4, 'final').key}.json"
     assert lost.exists()
     lost.unlink()
     kept = {path: path.stat().st_mtime_ns for path in (folder / "runs").iterdir()}
@@ -105,11 +105,11 @@ def test_an_interrupted_suite_resumes_without_redoing_completed_runs(tiny_result
 
 
 def test_two_runs_with_the_same_seed_give_identical_rows_apart_from_time_and_memory():
-    spec = RunSpec(TINY.tasks[0], "ZONP", 3, 0.01, 600, 4, "final")
+    spec = RunSpec(TINY.tasks[0], "ZONP", 3, 0.01, TINY.budget, 4, "final")
     first, second = execute_run(spec), execute_run(spec)
     assert _algorithmic(first["row"]) == _algorithmic(second["row"])
     assert [_algorithmic(point) for point in first["curve"]] == [_algorithmic(point) for point in second["curve"]]
-    other = execute_run(RunSpec(TINY.tasks[0], "ZONP", 4, 0.01, 600, 4, "final"))
+    other = execute_run(RunSpec(TINY.tasks[0], "ZONP", 4, 0.01, TINY.budget, 4, "final"))
     assert other["row"]["loss"] != first["row"]["loss"]
 
 
