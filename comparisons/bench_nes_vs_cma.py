@@ -24,7 +24,6 @@ Usage: ``python comparisons/bench_nes_vs_cma.py [--dimension 10] [--seeds 5]
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import typing as tp
@@ -33,9 +32,9 @@ import nevergrad as ng
 import numpy as np
 from nevergrad.optimization import base
 
-from nevergrad_zonp.functions import ellipsoid, rosenbrock, sphere
+from nevergrad_zonp.functions import ellipsoid, rosenbrock, run_to_target, sphere
 from nevergrad_zonp.optimizers import nes
-from nevergrad_zonp.optimizers.cma_presets import cma_es, population_size
+from nevergrad_zonp.optimizers.cma_presets import cma_es
 
 
 
@@ -68,19 +67,7 @@ def evaluations_to_target(
     """(evaluations until an evaluated ``f <= target``, or None; best ``f`` seen)."""
     parametrization = ng.p.Array(init=x0)
     parametrization.random_state.seed(seed)
-    optimizer = configured(parametrization)
-    best = math.inf
-    evaluations = 0
-    while evaluations < max_evals:
-        candidates = [optimizer.ask() for _ in range(population_size(optimizer))]
-        for candidate in candidates:
-            loss = function(candidate.value)
-            optimizer.tell(candidate, loss)
-            evaluations += 1
-            best = min(best, loss)
-            if loss <= target:
-                return evaluations, best
-    return None, best
+    return run_to_target(configured(parametrization), function, target, max_evals)
 
 
 def summary_row(function: str, method: str, results: list[tuple[int | None, float]]) -> str:

@@ -17,8 +17,6 @@ import statistics
 import time
 import warnings
 
-import nevergrad as ng
-import numpy as np
 import torch
 
 import nevergrad_zonp

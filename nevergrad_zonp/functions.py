@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import typing as tp
+
 import numpy as np
+from nevergrad.optimization import base
+
+from .optimizers.cma_presets import population_size
 
 
 def sphere(x: np.ndarray) -> float:
@@ -20,3 +26,25 @@ def rosenbrock(x: np.ndarray) -> float:
     """``sum 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2``; minimum 0 at all ones."""
     x = np.asarray(x)
     return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
+
+
+def run_to_target(
+    optimizer: base.Optimizer, function: tp.Callable[[np.ndarray], float], target: float, max_evals: int
+) -> tuple[int | None, float]:
+    """Generation by generation (ask a population, tell it): evaluations until a loss ``<= target``.
+
+    Returns ``(evaluations, best loss)``, with ``None`` evaluations if the target was not
+    reached within ``max_evals``.
+    """
+    best = math.inf
+    evaluations = 0
+    while evaluations < max_evals:
+        candidates = [optimizer.ask() for _ in range(population_size(optimizer))]
+        for candidate in candidates:
+            loss = function(candidate.value)
+            optimizer.tell(candidate, loss)
+            evaluations += 1
+            best = min(best, loss)
+            if loss <= target:
+                return evaluations, best
+    return None, best

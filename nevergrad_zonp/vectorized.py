@@ -65,7 +65,7 @@ def minimize_vectorized(
     while not stopped and optimizer.num_ask < optimizer.budget:
         asked: tp.List[p.Parameter] = []
         try:
-            while len(asked) < min(group, optimizer.budget - optimizer.num_ask + len(asked)):
+            for _ in range(min(group, optimizer.budget - optimizer.num_ask)):
                 asked.append(optimizer.ask())
         except errors.NevergradEarlyStopping:
             stopped = True

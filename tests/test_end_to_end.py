@@ -1,7 +1,6 @@
 """End to end: ZONP trains a classifier on scikit-learn's digits through the model adapter."""
 
 import nevergrad as ng
-import numpy as np
 import torch
 from sklearn.datasets import load_digits
 

@@ -13,7 +13,7 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.optimization.test_optimizerlib import check_optimizer
 
-from nevergrad_zonp.functions import ellipsoid, rosenbrock, sphere
+from nevergrad_zonp.functions import ellipsoid, rosenbrock, run_to_target, sphere
 from nevergrad_zonp.optimizers import cma_presets, nes
 from nevergrad_zonp.optimizers.cma_presets import cma_es, population_size
 from nevergrad_zonp.optimizers.nes import NaturalEvolutionStrategy, rank_utilities
@@ -35,15 +35,9 @@ def evaluations_to_target(
     optimizer: base.Optimizer, function: tp.Callable[[np.ndarray], float], target: float, budget: int
 ) -> int:
     """Generation by generation (ask lambda, tell lambda); evaluations until a loss <= target."""
-    evaluations = 0
-    while evaluations < budget:
-        candidates = [optimizer.ask() for _ in range(population_size(optimizer))]
-        for candidate in candidates:
-            loss = function(candidate.value)
-            optimizer.tell(candidate, loss)
-            evaluations += 1
-            if loss <= target:
-                return evaluations
+    evaluations, _ = run_to_target(optimizer, function, target, budget)
+    if evaluations is not None:
+        return evaluations
     raise AssertionError(f"no loss <= {target} within {budget} evaluations (mean {optimizer.mean})")
 
 

@@ -249,10 +249,6 @@ class HardwareAdapter:
         return theta, deltas, stop
 
     # ----- reporting -----------------------------------------------------------------
-    def value(self, candidate: tp.Any) -> np.ndarray:
-        """Parameter vector of a Nevergrad candidate/recommendation (or of a vector)."""
-        return self._as_vector(candidate).copy()
-
     def evaluate(self, theta: tp.Any = None, data: tp.Any = None, batch_size: int = 1000) -> tp.Dict[str, float]:
         """Loss and metrics of ``theta`` (default ``theta0``) on a full data set (not counted).
 

@@ -95,7 +95,6 @@ class _ZerothOrder(base.Optimizer):
         self._x = np.zeros(self.dimension)
         self._adam = BlockAdam(self.dimension, num_blocks, cfg.lr)
         self._iterations: tp.Dict[int, _Iteration] = {}
-        self._open: tp.Optional[_Iteration] = None
         self._pending: tp.Dict[str, tp.Tuple[int, int]] = {}
         self._num_iterations = 0
         self._num_steps = 0
@@ -188,7 +187,7 @@ class _ZerothOrder(base.Optimizer):
 
     # ----- Nevergrad hooks -----------------------------------------------------------
     def _internal_ask_candidate(self) -> p.Parameter:
-        iteration = self._open
+        iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
         if iteration is None or iteration.asked == self.iteration_size:
             iteration = self._start_iteration()
         index = iteration.asked
@@ -270,7 +269,6 @@ class _ZerothOrder(base.Optimizer):
             losses=np.full(self.iteration_size, math.nan),
         )
         self._iterations[key] = iteration
-        self._open = iteration
         self._num_iterations += 1
         return iteration
 
