@@ -173,6 +173,16 @@ def test_model_adapter_batched_outputs_equal_single_forwards():
         assert loss == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_single_setting_path_matches_the_batched_one_and_needs_no_vmap():
+    adapter = ModelAdapter(small_classifier(), classification_data(), output="categorical", batch_size=None)
+    thetas = adapter.theta0[None] + 0.1 * np.random.RandomState(2).normal(size=(3, adapter.dimension))
+    batched = adapter.loss_batch(list(thetas))
+    adapter._vmap_ok = False  # a single setting must not depend on vmap at all
+    single = [adapter.loss_batch([theta])[0] for theta in thetas]
+    np.testing.assert_allclose(single, batched, rtol=1e-6)
+    assert adapter.queries == 6
+
+
 def test_block_outputs_batch_only_the_touched_tensors_and_match_full_evaluation():
     model = small_classifier()
     adapter = ModelAdapter(model, classification_data(), output="categorical", batch_size=None)

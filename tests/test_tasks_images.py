@@ -24,7 +24,15 @@ from nevergrad_zonp.tasks.cifar import (
     read_cifar_batch,
     synthetic_cifar10,
 )
-from nevergrad_zonp.tasks.images import SmallCNN, digits_task, load_digits_28, load_mnist, mnist_task, read_idx
+from nevergrad_zonp.tasks.images import (
+    SmallCNN,
+    digits_task,
+    load_digits_28,
+    load_mnist,
+    max_pool_2x2,
+    mnist_task,
+    read_idx,
+)
 
 
 
@@ -74,6 +82,17 @@ def test_cnn_has_the_papers_size() -> None:
     assert n_params(SmallCNN()) == 2654
     assert 2500 <= n_params(SmallCNN()) <= 2700
     assert SmallCNN()(torch.zeros(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_max_pool_2x2_equals_max_pool2d_under_vmap_and_with_nan() -> None:
+    x = torch.randn(3, 5, 4, 24, 24)
+    x[0, 1, 2, 3, 4] = float("nan")
+    expected = torch.stack([F.max_pool2d(row, 2) for row in x])
+    torch.testing.assert_close(max_pool_2x2(x), expected, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(torch.vmap(max_pool_2x2)(x), expected, equal_nan=True, rtol=0, atol=0)
+    assert torch.isnan(max_pool_2x2(x)[0, 1, 2, 1, 2])
+    with pytest.raises(ValueError, match="even spatial sizes"):
+        max_pool_2x2(torch.zeros(1, 1, 5, 4))
 
 
 @pytest.mark.parametrize("size,expected", [("small", 33_642), ("large", 1_706_762)])

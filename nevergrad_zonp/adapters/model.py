@@ -147,6 +147,8 @@ class ModelAdapter(HardwareAdapter):
         inputs = _to_device(inputs, self.device)
 
         with torch.no_grad():
+            if count == 1:  # one setting (sequential minimize): a plain call, no vmap overhead
+                return single({n: (t[0] if in_dims[n] == 0 else t) for n, t in params.items()}, inputs)[None].cpu()
             if self._vmap_ok:
                 try:
                     chunks = []
