@@ -249,6 +249,38 @@ def test_nan_outputs_never_reach_the_fisher():
     assert np.all(np.isfinite(opt.recommend().value))
 
 
+def test_optimizer_linear_algebra_runs_on_one_blas_thread_and_the_network_on_the_users(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = {"sample": set(), "update": set(), "oracle": set()}
+    for name in ("sample", "update"):
+        original = getattr(NaturalSampler, name)
+
+        def recorded(self, *args, _original=original, _name=name):
+            seen[_name] |= blas_threads()
+            return _original(self, *args)
+
+        monkeypatch.setattr(NaturalSampler, name, recorded)
+    oracle = QuadraticOracle(8)
+    original_outputs = oracle.block_outputs
+
+    def outputs(*args):
+        seen["oracle"] |= blas_threads()
+        return original_outputs(*args)
+
+    oracle.block_outputs = outputs
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3)(parametrization=oracle.parametrization, budget=60)
+        opt.minimize(oracle)
+        after = blas_threads()
+    assert opt.num_fisher_updates >= 1
+    assert seen["sample"] == {1} and seen["update"] == {1}
+    assert seen["oracle"] == {2} and after == {2}
+
+
 def test_budget_stops_before_an_iteration_that_cannot_complete():
     opt = ng.optimizers.registry["ZOI"](parametrization=3, budget=25)
     opt.minimize(lambda x: float(np.sum(x**2)))

@@ -37,7 +37,7 @@ from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import BlockAdam, zo_gradient
-from .resources import archive_pruning
+from .resources import archive_pruning, single_threaded_blas
 from .samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
 
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
@@ -257,7 +257,8 @@ class _ZerothOrder(base.Optimizer):
             )
         if refresh:
             self._refresh_fisher(block, start, stop, key)
-        directions = self._sampler.sample(self._rng, block, size, cfg.num_directions)
+        with single_threaded_blas():
+            directions = self._sampler.sample(self._rng, block, size, cfg.num_directions)
         if cfg.normalize:
             norms = np.linalg.norm(directions, axis=1, keepdims=True)
             directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
@@ -295,9 +296,11 @@ class _ZerothOrder(base.Optimizer):
             )
         if not finite.any():
             return
-        jacobian = finite_difference_jacobian(base_out[finite], perturbed[:, finite], step)
-        fisher = fisher_from_jacobian(jacobian, base_out[finite], self._oracle.output)
-        if self._sampler.update(block, fisher):
+        with single_threaded_blas():
+            jacobian = finite_difference_jacobian(base_out[finite], perturbed[:, finite], step)
+            fisher = fisher_from_jacobian(jacobian, base_out[finite], self._oracle.output)
+            usable = self._sampler.update(block, fisher)
+        if usable:
             self._num_fisher_updates += 1
         else:
             self._warn("Unusable Fisher estimate (zero or non-finite trace) kept out", InvalidQueryWarning)
@@ -309,7 +312,8 @@ class _ZerothOrder(base.Optimizer):
             return
         start, stop = int(self._bounds[iteration.block]), int(self._bounds[iteration.block + 1])
         size = stop - start
-        grad = zo_gradient(base_loss, losses[valid], iteration.directions[valid], self._step_size(size), 1.0 / size)
+        with single_threaded_blas():
+            grad = zo_gradient(base_loss, losses[valid], iteration.directions[valid], self._step_size(size), 1.0 / size)
         self._adam.step(self._x, grad, iteration.block, start, stop)
         self._num_steps += 1
 
