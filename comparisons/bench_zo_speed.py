@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--q", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=60, help="ZO iterations per timed run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=8, help="seeds of the ZONP-vs-ZOI comparison")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,8 +108,10 @@ def main() -> None:
         adapter, opt = make("isotropic", q, budget)
         opt.minimize(adapter)
 
-    vec = seconds(vectorized, args.repeats)
-    seq = seconds(sequential, args.repeats)
+    vec, seq = [], []
+    for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both
+        vec += seconds(vectorized, 1)
+        seq += seconds(sequential, 1)
     v, s = statistics.median(vec) / iterations, statistics.median(seq) / iterations
     print("\n| path | s / iteration (median) | range | speed-up |")
     print("|---|---|---|---|")
@@ -117,27 +120,34 @@ def main() -> None:
 
     decompose(q, args.repeats, s, v)
 
-    # ZONP vs ZOI, seconds per query with T_ud = 100 over several Fisher refreshes.  A query's
-    # cost depends on the block it perturbs (block 0 runs every layer per setting), so each
-    # repeat uses another seed, the same for both methods.
+    # ZONP vs ZOI, seconds per query with T_ud = 100 over several Fisher refreshes.  A
+    # query's cost depends on the block it perturbs (block 0 runs every layer per setting)
+    # and a run has only 4 refreshes, each on one random block, so one seed says little:
+    # each seed runs both methods back to back (the same seed draws the same ZO blocks for
+    # both), and the ratio is pooled over seeds.
     long_budget = 4 * 100 * (q + 1) + 4 * 500
-    results = {}
-    for sampler in ["isotropic", "natural"]:
-        per_query = []
-        for seed in range(args.repeats):  # seeds vary the drawn blocks; the same seeds for both methods
+    totals = {"isotropic": [0.0, 0, 0], "natural": [0.0, 0, 0]}  # seconds, queries, Jacobian queries
+    paired = []
+    for seed in range(args.seeds):
+        per_query = {}
+        for sampler in ["isotropic", "natural"]:
             adapter, opt = make(sampler, q, long_budget, seed=seed)
             start = time.perf_counter()
             nevergrad_zonp.minimize_vectorized(opt, adapter)
-            per_query.append((time.perf_counter() - start) / adapter.queries)
-        results[sampler] = (per_query, adapter.queries, getattr(opt, "num_fisher_queries", 0))
-    zoi, zonp = (statistics.median(results[k][0]) for k in ["isotropic", "natural"])
-    print("\n| method | s / query (median) | range | queries | of which Jacobian | ratio to ZOI |")
-    print("|---|---|---|---|---|---|")
+            elapsed = time.perf_counter() - start
+            totals[sampler][0] += elapsed
+            totals[sampler][1] += adapter.queries
+            totals[sampler][2] += opt.num_fisher_queries
+            per_query[sampler] = elapsed / adapter.queries
+        paired.append(per_query["natural"] / per_query["isotropic"])
+    zoi = totals["isotropic"][0] / totals["isotropic"][1]
+    print(f"\n{args.seeds} seeds, {long_budget} queries each, T_ud = 100")
+    print("| method | s / query (pooled) | queries | of which Jacobian | ratio to ZOI (pooled) |")
+    print("|---|---|---|---|---|")
     for name, key in [("ZOI", "isotropic"), ("ZONP", "natural")]:
-        per_query, queries, jac = results[key]
-        med = statistics.median(per_query)
-        print(f"| {name} | {med * 1e3:.3f} ms | {min(per_query) * 1e3:.3f}-{max(per_query) * 1e3:.3f} | {queries} | {jac} | {med / zoi:.3f}x |")
-
+        elapsed, queries, jac = totals[key]
+        print(f"| {name} | {elapsed / queries * 1e3:.3f} ms | {queries} | {jac} | {elapsed / queries / zoi:.3f}x |")
+    print(f"per-seed ratio ZONP/ZOI: median {statistics.median(paired):.3f}x, range {min(paired):.3f}-{max(paired):.3f}x")
 
 if __name__ == "__main__":
     main()
