@@ -10,7 +10,8 @@ evolution strategies; all other settings are the package defaults (DESIGN.md sec
   iteration, plus ``n_b + 1`` per Fisher refresh for ZONP).
 - ``SNES``: separable NES with its standard population ``4 + floor(3 ln n)``.
 - ``CMA-ES``: :func:`~nevergrad_zonp.optimizers.cma_es` with population ``Q + 1``, full
-  covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above.
+  covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above;
+  it recommends its mean, as SNES does and as the ZO methods recommend their iterate.
 """
 
 from __future__ import annotations

@@ -232,6 +232,35 @@ def test_cma_presets_are_plain_cma_es_with_population_q_plus_1(diagonal: bool) -
     assert ("diagonal" if diagonal else "full") in configured.name
 
 
+def test_cma_preset_recommends_the_mean_and_keeps_it_across_a_restart() -> None:
+    def run(recommendation: str):
+        optimizer = cma_es(9, sigma0=0.5, recommendation=recommendation)(DIM, budget=2_000)
+        optimizer.parametrization.random_state.seed(0)
+        noise = np.random.RandomState(1)
+        for _ in range(30):
+            candidates = [optimizer.ask() for _ in range(10)]
+            for candidate in candidates:
+                optimizer.tell(candidate, sphere(candidate.value - 1) + noise.rand())
+        return optimizer
+
+    optimizer = run("mean")
+    np.testing.assert_array_equal(optimizer.recommend().value, optimizer.es.mean)
+    mean = optimizer.recommend().value
+    assert not np.array_equal(mean, optimizer.es.result.xbest)
+    optimizer._es = None  # what Nevergrad does when a cma stopping test fires: a new strategy at the origin
+    candidates = [optimizer.ask() for _ in range(5)]
+    assert np.array_equal(optimizer.es.mean, np.zeros(DIM))
+    np.testing.assert_array_equal(optimizer.recommend().value, mean)
+    for candidate in candidates + [optimizer.ask() for _ in range(5)]:
+        optimizer.tell(candidate, sphere(candidate.value - 1))
+    np.testing.assert_array_equal(optimizer.recommend().value, optimizer.es.mean)  # the new strategy's, once it moved
+    best = run("best")
+    np.testing.assert_array_equal(best.recommend().value, best.es.result.xbest)
+    np.testing.assert_array_equal(cma_es(4)(DIM).recommend().value, np.zeros(DIM))
+    with pytest.raises(ValueError, match="recommendation"):
+        cma_es(4, recommendation="median")
+
+
 def test_population_size() -> None:
     assert population_size(ng.optimizers.registry["XNES"](DIM)) == 4 + math.floor(3 * math.log(DIM))
     assert population_size(cma_es(4)(DIM, num_workers=8)) == 8

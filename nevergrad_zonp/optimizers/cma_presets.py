@@ -14,11 +14,38 @@ mini-batch, costs the same as one ZO iteration.
 
 from __future__ import annotations
 
+import typing as tp
+
+import numpy as np
 from nevergrad.optimization import base
 from nevergrad.optimization.optimizerlib import ParametrizedCMA, _CMA
 
+RECOMMENDATIONS = ("mean", "best")
 
-def cma_es(num_directions: int, sigma0: float = 1.0, diagonal: bool = False) -> base.ConfiguredOptimizer:
+
+class _MeanRecommendingCMA(_CMA):
+    """Nevergrad's CMA-ES, recommending the search distribution's mean.
+
+    The mean is recorded after every completed generation, so a restart of ``cma`` (a new
+    strategy at the origin, whose mean has not moved yet) does not reset the recommendation.
+    """
+
+    def _internal_tell_candidate(self, candidate: tp.Any, loss: tp.FloatLoss) -> None:
+        super()._internal_tell_candidate(candidate, loss)
+        es = self._es
+        if es is not None and es.countiter > 0:
+            self._mean = np.array(es.mean, dtype=float)
+
+    def _internal_provide_recommendation(self) -> np.ndarray:
+        mean = getattr(self, "_mean", None)
+        if mean is None:  # no generation completed yet: the initial point
+            return np.zeros(self.dimension)
+        return mean.copy()
+
+
+def cma_es(
+    num_directions: int, sigma0: float = 1.0, diagonal: bool = False, recommendation: str = "mean"
+) -> base.ConfiguredOptimizer:
     """Plain (mu/mu_w, lambda)-CMA-ES with ``lambda = num_directions + 1`` (``Q + 1``).
 
     ``diagonal=False`` adapts a full covariance matrix (O(n^2) memory, for small n);
@@ -31,16 +58,26 @@ def cma_es(num_directions: int, sigma0: float = 1.0, diagonal: bool = False) -> 
     it by 0.3 (n < 18) or 0.15 for fully bounded parametrizations; the harness's unbounded
     arrays keep it as is.  Otherwise the ``cma`` defaults apply (recombination weights,
     learning rates, stopping tests; Nevergrad restarts ``cma`` from the origin when one of
-    its stopping tests fires).  The recommendation is ``cma``'s best evaluated point
-    (``es.result.xbest``), not its mean.
+    its stopping tests fires).
+
+    Recommendation: ``"mean"`` (default) is the search distribution's mean after the last
+    completed generation, the counterpart of the NES mean and of the ZO iterate;
+    ``"best"`` is Nevergrad's default, ``cma``'s best evaluated point (``es.result.xbest``).
+    On mini-batch losses the best evaluated point is the one whose batch was kindest to
+    it, and it can date from an earlier restart, so the comparisons use the mean.
     """
     if num_directions < 1:
         raise ValueError(f"num_directions (Q) must be at least 1, got {num_directions}")
     if not sigma0 > 0:
         raise ValueError(f"sigma0 must be positive, got {sigma0}")
+    if recommendation not in RECOMMENDATIONS:
+        raise ValueError(f"recommendation must be one of {RECOMMENDATIONS}, got {recommendation!r}")
     kind = "diagonal" if diagonal else "full"
-    return ParametrizedCMA(popsize=num_directions + 1, scale=sigma0, diagonal=diagonal).set_name(
-        f"CMA-ES({kind}, popsize={num_directions + 1}, sigma0={sigma0:g})"
+    configured = ParametrizedCMA(popsize=num_directions + 1, scale=sigma0, diagonal=diagonal)
+    if recommendation == "mean":  # same configuration, same ``cma`` runs; only the recommendation differs
+        configured._OptimizerClass = _MeanRecommendingCMA
+    return configured.set_name(
+        f"CMA-ES({kind}, popsize={num_directions + 1}, sigma0={sigma0:g}, recommends {recommendation})"
     )
 
 
