@@ -33,11 +33,13 @@ from nevergrad_zonp.optimizers.blocks import block_bounds
 from nevergrad_zonp.tasks.images import digits_task
 
 
-def seconds(run, repeats: int) -> list[float]:
+def seconds(run, repeats: int, setup=None) -> list[float]:
+    """Wall-clock seconds of ``run()`` (or ``run(*setup())``, with ``setup`` untimed), per repeat."""
     times = []
     for _ in range(repeats):
+        args = setup() if setup is not None else ()
         start = time.perf_counter()
-        run()
+        run(*args)
         times.append(time.perf_counter() - start)
     return times
 
@@ -72,14 +74,13 @@ def decompose(q: int, repeats: int, sequential: float, vectorized: float) -> Non
         print(f"| {block} | {start}-{stop} | {batched * 1e3:.2f} ms | {looped * 1e3:.2f} ms | {looped / batched:.1f}x |")
     forward = statistics.mean(batched_times)  # blocks are drawn uniformly at random
 
-    def ask_tell():
-        _, fresh = make("isotropic", q, 50 * (q + 1))
+    def ask_tell(_, fresh):
         for _ in range(50):
             asked = [fresh.ask() for _ in range(q + 1)]
             for candidate in asked:
                 fresh.tell(candidate, 1.0)
 
-    overhead = statistics.median(seconds(ask_tell, repeats)) / 50
+    overhead = statistics.median(seconds(ask_tell, repeats, setup=lambda: make("isotropic", q, 50 * (q + 1)))) / 50
     print(f"\nvectorized iteration {vectorized * 1e3:.1f} ms = batched forward {forward * 1e3:.1f} ms (mean over blocks) "
           f"+ ask/tell {overhead * 1e3:.1f} ms ({overhead / (q + 1) * 1e3:.2f} ms per candidate) + rest")
     print(f"ceiling of the speed-up with zero ask/tell cost: {sequential / forward:.1f}x "
@@ -100,18 +101,13 @@ def main() -> None:
     budget = iterations * (q + 1)
     print(f"torch {torch.__version__}, {args.threads} thread(s), digits CNN, Q = {q}, batch 100, {iterations} iterations/run")
 
-    def vectorized():
-        adapter, opt = make("isotropic", q, budget)
-        nevergrad_zonp.minimize_vectorized(opt, adapter)
-
-    def sequential():
-        adapter, opt = make("isotropic", q, budget)
-        opt.minimize(adapter)
+    def fresh():  # built outside the timed region
+        return make("isotropic", q, budget)
 
     vec, seq = [], []
     for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both
-        vec += seconds(vectorized, 1)
-        seq += seconds(sequential, 1)
+        vec += seconds(lambda adapter, opt: nevergrad_zonp.minimize_vectorized(opt, adapter), 1, setup=fresh)
+        seq += seconds(lambda adapter, opt: opt.minimize(adapter), 1, setup=fresh)
     v, s = statistics.median(vec) / iterations, statistics.median(seq) / iterations
     print("\n| path | s / iteration (median) | range | speed-up |")
     print("|---|---|---|---|")

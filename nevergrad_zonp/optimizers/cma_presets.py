@@ -30,6 +30,8 @@ class _MeanRecommendingCMA(_CMA):
     strategy at the origin, whose mean has not moved yet) does not reset the recommendation.
     """
 
+    _mean: tp.Optional[np.ndarray] = None  # until a generation completes: the initial point
+
     def _internal_tell_candidate(self, candidate: tp.Any, loss: tp.FloatLoss) -> None:
         super()._internal_tell_candidate(candidate, loss)
         es = self._es
@@ -37,10 +39,7 @@ class _MeanRecommendingCMA(_CMA):
             self._mean = np.array(es.mean, dtype=float)
 
     def _internal_provide_recommendation(self) -> np.ndarray:
-        mean = getattr(self, "_mean", None)
-        if mean is None:  # no generation completed yet: the initial point
-            return np.zeros(self.dimension)
-        return mean.copy()
+        return np.zeros(self.dimension) if self._mean is None else self._mean.copy()
 
 
 def cma_es(
