@@ -33,6 +33,11 @@ def iteration_size(optimizer: base.Optimizer) -> int:
         return max(1, optimizer.num_workers)
 
 
+def queries_spent(optimizer: base.Optimizer) -> int:
+    """Queries an optimizer has spent: ``num_queries`` where it counts more than its asks (ZO-NP's Fisher), else ``num_ask``."""
+    return int(getattr(optimizer, "num_queries", optimizer.num_ask))
+
+
 def minimize_vectorized(
     optimizer: base.Optimizer,
     objective: tp.Union[OutputOracle, BatchObjective],
@@ -50,9 +55,9 @@ def minimize_vectorized(
         the list of candidate values of one iteration and returning their losses.
     callback: called after each told group with ``(optimizer, candidates, losses)``.
 
-    Returns the optimizer's recommendation.  The loop stops at the budget, or earlier
-    when the optimizer raises ``NevergradEarlyStopping`` (e.g. a ZO optimizer whose next
-    iteration, Fisher queries included, would exceed the query budget).
+    Returns the optimizer's recommendation.  The loop stops when the budget is spent
+    (:func:`queries_spent`: Fisher queries included for ZO-NP), or earlier when the
+    optimizer raises ``NevergradEarlyStopping``.
     """
     if optimizer.budget is None:
         raise ValueError("minimize_vectorized needs an optimizer with a budget")
@@ -61,16 +66,19 @@ def minimize_vectorized(
     batch_loss = getattr(objective, "loss_batch", None)
     group = iteration_size(optimizer)
     generation = 0
-    stopped = False
-    while not stopped and optimizer.num_ask < optimizer.budget:
-        asked: tp.List[p.Parameter] = []
+    while queries_spent(optimizer) < optimizer.budget:
         try:
-            for _ in range(min(group, optimizer.budget - optimizer.num_ask)):
+            asked = [optimizer.ask()]
+        except errors.NevergradEarlyStopping:
+            break
+        # A ZO iteration's size is known once it has started (the last one may be shorter).
+        rest = getattr(optimizer, "asks_left_in_iteration", group - 1)
+        rest = min(rest, optimizer.budget - queries_spent(optimizer))
+        try:
+            for _ in range(rest):
                 asked.append(optimizer.ask())
         except errors.NevergradEarlyStopping:
-            stopped = True
-        if not asked:
-            break
+            pass
         values = [candidate.value for candidate in asked]
         if batch_loss is not None:
             losses = np.asarray(batch_loss(values, key=generation), dtype=float)

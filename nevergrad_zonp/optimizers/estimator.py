@@ -46,8 +46,17 @@ class BlockAdam:
         self.second = np.zeros(dimension)
         self.steps = np.zeros(num_blocks, dtype=np.int64)
 
-    def step(self, params: np.ndarray, grad: np.ndarray, block: int, start: int, stop: int) -> None:
-        """In-place Adam update of ``params[start:stop]`` with gradient ``grad`` (block ``block``)."""
+    def reset(self, block: int, start: int, stop: int) -> None:
+        """Forgets the moments of block ``block`` (``[start, stop)``): its next step is a first step."""
+        self.first[start:stop] = 0.0
+        self.second[start:stop] = 0.0
+        self.steps[block] = 0
+
+    def step(self, params: np.ndarray, grad: np.ndarray, block: int, start: int, stop: int, scale: float = 1.0) -> None:
+        """In-place Adam update of ``params[start:stop]`` with gradient ``grad`` (block ``block``).
+
+        ``scale`` multiplies the learning rate of this step (schedules, careful steps after a recovery).
+        """
         self.steps[block] += 1
         t = self.steps[block]
         m = self.first[start:stop]
@@ -58,4 +67,4 @@ class BlockAdam:
         v += (1 - self.beta2) * grad**2
         m_hat = m / (1 - self.beta1**t)
         v_hat = v / (1 - self.beta2**t)
-        params[start:stop] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        params[start:stop] -= (scale * self.lr) * m_hat / (np.sqrt(v_hat) + self.eps)

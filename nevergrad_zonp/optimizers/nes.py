@@ -38,7 +38,7 @@ from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
 from nevergrad_zonp.optimizers.registration import register
-from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes
+from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes, single_threaded_blas
 
 Covariance = tp.Literal["separable", "full"]
 
@@ -116,6 +116,11 @@ class _NES(base.Optimizer):
     the generation (tells may come in any order, and with ``num_workers > 1`` more than
     ``lambda`` may be asked).  After the update, candidates still out are stale: their later
     tell reaches Nevergrad's archive and best-point tracking but not the search distribution.
+
+    Recommendation: the mean, unless the last completed generation had failed evaluations
+    (NaN/inf, clipped by Nevergrad): then the mean may sit at the edge of a region where the
+    objective is undefined, and the generation's best sample (a point seen finite) is
+    recommended instead.  Linear algebra runs on one BLAS thread (:func:`single_threaded_blas`).
     """
 
     def __init__(
@@ -136,10 +141,12 @@ class _NES(base.Optimizer):
         sigma0 = self._config.sigma0
         self._sigma: float | np.ndarray = sigma0 if full else np.full(self.dimension, sigma0)
         self._shape = np.eye(self.dimension) if full else None
-        self._pending: dict[str, np.ndarray] = {}
+        self._pending: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._fallback: np.ndarray | None = None
         self._num_sampled = 0
         self._last_noise = np.zeros(self.dimension)
         self._told_noise: list[np.ndarray] = []
+        self._told_data: list[np.ndarray] = []
         self._told_losses: list[float] = []
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
@@ -172,24 +179,34 @@ class _NES(base.Optimizer):
             noise = self._rng.randn(self.dimension)
         self._last_noise = noise
         self._num_sampled += 1
-        step = self._sigma * (noise if self._shape is None else self._shape @ noise)
-        candidate = self.parametrization.spawn_child().set_standardized_data(self._mean + step)
-        self._pending[candidate.uid] = noise
+        with single_threaded_blas():
+            step = self._sigma * (noise if self._shape is None else self._shape @ noise)
+        data = self._mean + step
+        candidate = self.parametrization.spawn_child().set_standardized_data(data)
+        self._pending[candidate.uid] = (noise, data)
         return candidate
 
     def _internal_tell_candidate(self, candidate: p.Parameter, loss: float) -> None:
-        noise = self._pending.pop(candidate.uid, None)
-        if noise is None:
+        pending = self._pending.pop(candidate.uid, None)
+        if pending is None:
             return
-        self._told_noise.append(noise)
+        self._told_noise.append(pending[0])
+        self._told_data.append(pending[1])
         self._told_losses.append(loss if loss < FAILED_LOSS else FAILED_LOSS)
         if len(self._told_losses) == self.constants.popsize:
-            noise, utilities = np.array(self._told_noise), rank_utilities(np.array(self._told_losses))
-            if self._shape is None:
-                self._update_separable(noise, utilities)
-            else:
-                self._update_full(noise, utilities, self._shape)
+            losses = np.array(self._told_losses)
+            failed = losses >= FAILED_LOSS
+            self._fallback = None
+            if failed.any() and not failed.all():
+                self._fallback = self._told_data[int(np.argmin(losses))].copy()
+            noise, utilities = np.array(self._told_noise), rank_utilities(losses)
+            with single_threaded_blas():
+                if self._shape is None:
+                    self._update_separable(noise, utilities)
+                else:
+                    self._update_full(noise, utilities, self._shape)
             self._pending.clear()
+            self._told_data.clear()
             self._told_noise.clear()
             self._told_losses.clear()
             self._num_sampled = 0
@@ -218,7 +235,7 @@ class _NES(base.Optimizer):
         )
 
     def _internal_provide_recommendation(self) -> np.ndarray:
-        return self._mean
+        return (self._mean if self._fallback is None else self._fallback).copy()
 
 
 class NaturalEvolutionStrategy(base.ConfiguredOptimizer):

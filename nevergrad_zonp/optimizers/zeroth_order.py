@@ -1,6 +1,6 @@
 """Block-wise zeroth-order optimization with ZO-I, ZO-co or ZO-NP directions, for Nevergrad.
 
-One optimizer, three samplers (DESIGN.md sections 2 and 3; Sakamoto et al., "Natural
+One optimizer, three samplers (DESIGN.md sections 2 and 3; Sawada, Aoyama and Ikeda, "Natural
 Perturbations for Black-box Training of Neural Networks by Zeroth-Order Optimization",
 ICML 2025).  Iteration ``k``:
 
@@ -17,9 +17,21 @@ ICML 2025).  Iteration ``k``:
    ``g = (lam / Q) sum_q (l_q - l_0) / (mu / sqrt(n)) u_q`` with ``lam = 1 / n`` and take an
    Adam step on the block.  The recommendation is the current iterate.
 
-Everything happens in Nevergrad's standardized space.  Losses that are NaN, infinite or
-clipped by Nevergrad to 5e20 are dropped from the estimate (a bad base loss skips the
-iteration), so a diverging query never reaches the iterate.
+Everything happens in Nevergrad's standardized space.
+
+Budget: the query budget counts asked candidates and Fisher Jacobian queries
+(:attr:`_ZerothOrder.num_queries`).  ``ask`` never raises on budget grounds: when the
+queries left cannot fund a full iteration and one more query, the last iteration uses
+what is left but one (fewer directions, no refresh) and the last query evaluates the
+final iterate alone (harmless, and it makes the last step a point seen finite); asks
+beyond the budget start ordinary iterations.  ``minimize`` stops exactly at the budget.
+
+Non-finite losses: perturbed losses that are NaN, infinite or clipped by Nevergrad to 5e20
+are dropped from the estimate.  A bad *base* loss means the iterate itself left the region
+where the objective is defined: the optimizer goes back to the last iterate whose base
+loss was finite (the *anchor*, which is also the recommendation), halves the step scale of
+every block stepped since the anchor and resets those blocks' Adam moments, so the next
+moves are smaller and carry no momentum into the bad region (:attr:`num_recoveries`).
 """
 
 from __future__ import annotations
@@ -44,6 +56,21 @@ from .samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
 CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
 BLOCK_SELECTIONS = ("random", "cyclic")
+LR_SCHEDULES = ("constant", "cosine")
+#: Default Adam learning rate on a plain Nevergrad problem (standardized space, natural scale 1).
+DEFAULT_LR = 0.1
+#: Default learning rate once an output oracle (a network's parameters) is attached: the
+#: equalization chip trains well at 0.02-0.1 under the cosine schedule, the README's MLP only
+#: at 0.01-0.03 (0.1 raised its loss), see CHANGELOG.
+DEFAULT_ORACLE_LR = 0.02
+#: Fraction of ``lr`` a cosine schedule ends at (and keeps beyond the budget).
+COSINE_FLOOR = 0.01
+# Schedule used when ``lr_schedule=None``: constant on plain problems (a handful of Adam
+# steps on a small smooth function need the full rate to undo their early overshoot),
+# cosine once an output oracle is attached (network training, where it removed the late
+# divergence of ZO-I and ZO-NP at a constant rate; CHANGELOG).
+DEFAULT_SCHEDULE = "constant"
+DEFAULT_ORACLE_SCHEDULE = "cosine"
 
 
 class NaturalPerturbationsInactiveWarning(UserWarning):
@@ -54,17 +81,35 @@ class InvalidQueryWarning(UserWarning):
     """A loss or network output was NaN/inf (or clipped by Nevergrad); it was left out."""
 
 
+#: Factor applied to a block's step scale when a step of it led to a non-finite base loss.
+RECOVERY_SHRINK = 0.5
+#: Per successful step, a shrunk step scale grows back by this factor (doubling in 10 steps).
+RECOVERY_GROWTH = 2.0 ** 0.1
+
+
 @dataclasses.dataclass
 class _Iteration:
-    """The ``Q + 1`` queries of one ZO iteration while they are asked and told."""
+    """The queries of one ZO iteration (the base point and its directions) while they are asked and told.
+
+    ``epoch`` is the number of recoveries when it started: an iteration begun before a
+    recovery estimated a gradient on an abandoned path and is discarded when told.
+    ``steps_at_start`` is the number of Adam steps taken before it started.
+    """
 
     index: int
     block: int
     base: np.ndarray
     directions: np.ndarray
     losses: np.ndarray
+    epoch: int
+    steps_at_start: int
     asked: int = 0
     told: int = 0
+
+    @property
+    def size(self) -> int:
+        """Queries of this iteration: the base point plus one per direction."""
+        return len(self.losses)
 
 
 class _ZerothOrder(base.Optimizer):
@@ -93,11 +138,20 @@ class _ZerothOrder(base.Optimizer):
         else:
             self._sampler = CoordinateSampler()
         self._x = np.zeros(self.dimension)
-        self._adam = BlockAdam(self.dimension, num_blocks, cfg.lr)
+        self._adam = BlockAdam(self.dimension, num_blocks, DEFAULT_LR if cfg.lr is None else cfg.lr)
+        self._lr_schedule = DEFAULT_SCHEDULE if cfg.lr_schedule is None else cfg.lr_schedule
         self._iterations: tp.Dict[int, _Iteration] = {}
         self._pending: tp.Dict[str, tp.Tuple[int, int]] = {}
         self._num_iterations = 0
         self._num_steps = 0
+        # Recovery from non-finite base losses (see the module docstring).
+        self._anchor: tp.Optional[np.ndarray] = None
+        self._anchor_index = -1
+        self._anchor_steps = 0
+        self._stepped_blocks: tp.List[int] = []  # blocks of the steps taken since the anchor's iteration started
+        self._block_scale = np.ones(num_blocks)
+        self._num_recoveries = 0
+        self._stop_at_budget = False
         self._num_fisher_queries = 0
         self._num_fisher_updates = 0
         self._num_fisher_skipped = 0
@@ -128,6 +182,16 @@ class _ZerothOrder(base.Optimizer):
         return self._num_fisher_updates
 
     @property
+    def num_blocks_with_fisher(self) -> int:
+        """Blocks whose directions come from an estimated Fisher (the others are still isotropic)."""
+        return len(self._sampler.factors) if isinstance(self._sampler, NaturalSampler) else 0
+
+    @property
+    def num_blocks(self) -> int:
+        """B, the number of parameter blocks."""
+        return len(self._bounds) - 1
+
+    @property
     def num_fisher_skipped(self) -> int:
         """Refreshes skipped because the budget left after them was smaller than their cost."""
         return self._num_fisher_skipped
@@ -136,6 +200,17 @@ class _ZerothOrder(base.Optimizer):
     def num_steps(self) -> int:
         """Adam steps taken (iterations whose base loss was valid)."""
         return self._num_steps
+
+    @property
+    def num_recoveries(self) -> int:
+        """Times the iterate went back to the last point with a finite base loss."""
+        return self._num_recoveries
+
+    @property
+    def asks_left_in_iteration(self) -> int:
+        """Candidates of the open iteration not asked yet (0 when the next ask starts an iteration)."""
+        iteration = self._iterations.get(self._num_iterations - 1)
+        return 0 if iteration is None else iteration.size - iteration.asked
 
     @property
     def block_bounds(self) -> np.ndarray:
@@ -173,12 +248,35 @@ class _ZerothOrder(base.Optimizer):
                 "use adapter.parametrization"
             )
         self._oracle = oracle
+        if self._config.lr is None:
+            self._adam.lr = DEFAULT_ORACLE_LR
+        if self._config.lr_schedule is None:
+            self._lr_schedule = DEFAULT_ORACLE_SCHEDULE
+
+    @property
+    def lr(self) -> float:
+        """The Adam learning rate in use (before the schedule)."""
+        return self._adam.lr
+
+    @property
+    def lr_schedule(self) -> str:
+        """The learning-rate schedule in use (``"constant"`` or ``"cosine"``)."""
+        return self._lr_schedule
 
     def minimize(self, objective_function: tp.Callable[..., tp.Loss], *args: tp.Any, **kwargs: tp.Any) -> p.Parameter:
-        """Nevergrad's ``minimize``, attaching ``objective_function`` first if it is an output oracle."""
+        """Nevergrad's ``minimize``, attaching ``objective_function`` first if it is an output oracle.
+
+        Nevergrad's loop asks until ``num_ask`` reaches the budget; Fisher queries are not
+        asks, so here an ask raises ``NevergradEarlyStopping`` (which the loop handles) once
+        the query budget is spent: the run spends exactly the budget.
+        """
         if self._oracle is None and isinstance(objective_function, OutputOracle):
             self.attach(objective_function)
-        return super().minimize(objective_function, *args, **kwargs)
+        self._stop_at_budget = True
+        try:
+            return super().minimize(objective_function, *args, **kwargs)
+        finally:
+            self._stop_at_budget = False
 
     def __getstate__(self) -> tp.Dict[str, tp.Any]:
         state = dict(self.__dict__)
@@ -188,7 +286,9 @@ class _ZerothOrder(base.Optimizer):
     # ----- Nevergrad hooks -----------------------------------------------------------
     def _internal_ask_candidate(self) -> p.Parameter:
         iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
-        if iteration is None or iteration.asked == self.iteration_size:
+        if iteration is None or iteration.asked == iteration.size:
+            if self._stop_at_budget and self.budget is not None and self.num_queries >= self.budget:
+                raise errors.NevergradEarlyStopping(f"Query budget {self.budget} spent (Fisher queries included)")
             iteration = self._start_iteration()
         index = iteration.asked
         iteration.asked += 1
@@ -213,7 +313,7 @@ class _ZerothOrder(base.Optimizer):
             loss = math.nan
         iteration.losses[index] = loss
         iteration.told += 1
-        if iteration.told == self.iteration_size:
+        if iteration.told == iteration.size:
             del self._iterations[key]
             self._finish(iteration)
 
@@ -224,18 +324,29 @@ class _ZerothOrder(base.Optimizer):
         )
 
     def _internal_provide_recommendation(self) -> np.ndarray:
-        return self._x.copy()
+        """The anchor (last iterate whose base loss was seen finite), else the current iterate."""
+        return (self._x if self._anchor is None else self._anchor).copy()
 
     # ----- algorithm -----------------------------------------------------------------
     def _step_size(self, size: int) -> float:
         return self._config.mu / math.sqrt(size)
 
+    def _schedule_factor(self) -> float:
+        """Learning-rate multiplier of the schedule at the current point of the budget."""
+        if self._lr_schedule == "constant" or self.budget is None:
+            return 1.0
+        spent = min(1.0, self.num_queries / self.budget)
+        return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * spent))
+
+    def _queries_left(self) -> tp.Optional[int]:
+        """Queries left in the budget (may be negative beyond it), ``None`` without a budget."""
+        return None if self.budget is None else self.budget - self.num_queries
+
     def _start_iteration(self) -> _Iteration:
         cfg = self._config
         key = self._num_iterations
-        block = self._rng.randint(len(self._bounds) - 1) if cfg.block_selection == "random" else key % (
-            len(self._bounds) - 1
-        )
+        num_blocks = len(self._bounds) - 1
+        block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
         refresh = self._sampler.uses_fisher and key % cfg.fisher_period == 0
@@ -246,28 +357,34 @@ class _ZerothOrder(base.Optimizer):
                 NaturalPerturbationsInactiveWarning,
             )
             refresh = False
-        if refresh and self.budget is not None and self.budget - self.num_queries - (size + 1) < size + 1:
+        left = self._queries_left()
+        if refresh and left is not None and left - (size + 1) < max(size + 1, self.iteration_size):
             # A refresh serves the iterations after it: never spend more on it than they can use.
             refresh = False
             self._num_fisher_skipped += 1
-        cost = self.iteration_size + (size + 1 if refresh else 0)
-        if self.budget is not None and self.num_queries + cost > self.budget:
-            raise errors.NevergradEarlyStopping(
-                f"Query budget {self.budget} reached: {self.num_queries} queries spent, the next iteration needs {cost}"
-            )
         if refresh:
             self._refresh_fisher(block, start, stop, key)
-        with single_threaded_blas():
-            directions = self._sampler.sample(self._rng, block, size, cfg.num_directions)
-        if cfg.normalize:
-            norms = np.linalg.norm(directions, axis=1, keepdims=True)
-            directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
+            left = self._queries_left()
+        num_directions = cfg.num_directions
+        if left is not None and 0 < left <= self.iteration_size:
+            # The last iteration uses what is left but one: that one evaluates the final iterate,
+            # so the last step is seen (and recommended) too.  Beyond the budget: full iterations.
+            num_directions = max(0, left - 2)
+        directions = np.zeros((0, size))
+        if num_directions:
+            with single_threaded_blas():
+                directions = self._sampler.sample(self._rng, block, size, num_directions)
+            if cfg.normalize:
+                norms = np.linalg.norm(directions, axis=1, keepdims=True)
+                directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
         iteration = _Iteration(
             index=key,
             block=block,
             base=self._x.copy(),
             directions=directions,
-            losses=np.full(self.iteration_size, math.nan),
+            losses=np.full(num_directions + 1, math.nan),
+            epoch=self._num_recoveries,
+            steps_at_start=self._num_steps,
         )
         self._iterations[key] = iteration
         self._num_iterations += 1
@@ -306,16 +423,44 @@ class _ZerothOrder(base.Optimizer):
             self._warn("Unusable Fisher estimate (zero or non-finite trace) kept out", InvalidQueryWarning)
 
     def _finish(self, iteration: _Iteration) -> None:
+        if iteration.epoch != self._num_recoveries:
+            return  # begun on a path abandoned by a recovery since: its estimate belongs to no kept iterate
         base_loss, losses = iteration.losses[0], iteration.losses[1:]
-        valid = np.isfinite(losses)
-        if not (math.isfinite(base_loss) and valid.any()):
+        if not math.isfinite(base_loss):
+            self._recover()
             return
-        start, stop = int(self._bounds[iteration.block]), int(self._bounds[iteration.block + 1])
+        if iteration.index > self._anchor_index:
+            self._anchor, self._anchor_index = iteration.base, iteration.index
+            del self._stepped_blocks[: iteration.steps_at_start - self._anchor_steps]
+            self._anchor_steps = iteration.steps_at_start
+        valid = np.isfinite(losses)
+        if not valid.any():
+            return
+        block = iteration.block
+        start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
         with single_threaded_blas():
             grad = zo_gradient(base_loss, losses[valid], iteration.directions[valid], self._step_size(size), 1.0 / size)
-        self._adam.step(self._x, grad, iteration.block, start, stop)
+        self._adam.step(self._x, grad, block, start, stop, scale=self._block_scale[block] * self._schedule_factor())
+        self._block_scale[block] = min(1.0, self._block_scale[block] * RECOVERY_GROWTH)
+        self._stepped_blocks.append(block)
         self._num_steps += 1
+
+    def _recover(self) -> None:
+        """Back to the anchor after a non-finite base loss; the blocks stepped since move more carefully."""
+        self._num_recoveries += 1
+        blamed = sorted(set(self._stepped_blocks))
+        self._warn(
+            f"Non-finite base loss: back to the last iterate with a finite loss; step scale of block(s) {blamed} halved",
+            InvalidQueryWarning,
+        )
+        if self._anchor is not None:
+            self._x = self._anchor.copy()
+        for block in blamed:
+            self._block_scale[block] *= RECOVERY_SHRINK
+            self._adam.reset(block, int(self._bounds[block]), int(self._bounds[block + 1]))
+        self._stepped_blocks.clear()
+        self._anchor_steps = self._num_steps
 
 
 class ZerothOrder(base.ConfiguredOptimizer):
@@ -330,9 +475,11 @@ class ZerothOrder(base.ConfiguredOptimizer):
         ``"coordinate"`` (ZO-co).
     num_directions: int
         Q, perturbations per iteration; an iteration costs ``Q + 1`` queries.
-    lr: float
-        Adam learning rate, the main per-task setting (tune it; the default suits
-        Nevergrad's standardized space, where the natural scale is 1).
+    lr: float or None
+        Adam learning rate, the main per-task setting (tune it).  ``None`` (default):
+        ``DEFAULT_LR = 0.1`` on a plain Nevergrad problem (standardized space, natural scale
+        1), ``DEFAULT_ORACLE_LR = 0.02`` once an output oracle is attached (network
+        parameters; from the comparisons' evidence, see the CHANGELOG).
     mu: float
         mu0, absolute finite-difference displacement; the per-direction step is
         ``mu0 / sqrt(n)`` for directions of norm ``sqrt(n)``.
@@ -351,6 +498,18 @@ class ZerothOrder(base.ConfiguredOptimizer):
     normalize: bool
         rescale every direction to norm ``sqrt(n)`` (default), so only the covariance shape
         matters; ``False`` keeps the raw Gaussian draws.
+    lr_schedule: str or None
+        ``"cosine"``: the learning rate at a step is
+        ``lr * (f + (1 - f) (1 + cos(pi t)) / 2)`` with ``t`` the fraction of the query budget
+        spent and ``f = COSINE_FLOOR`` (kept beyond the budget); without a budget there is no
+        horizon and the rate stays constant.  ``"constant"`` is the paper's.  ``None``
+        (default): ``"cosine"`` once an output oracle is attached (network training: a
+        constant rate large enough to make progress early lets Adam's normalised noise steps
+        drift the iterate away late in a run, ZO-I and ZO-NP alike, and decaying it removed
+        that divergence on the equalization chip, CHANGELOG), ``"constant"`` on a plain
+        Nevergrad problem (a few dozen Adam steps on a small smooth function need the full
+        rate to come back from their early overshoot; with cosine, Nevergrad's own
+        ``check_optimizer`` on a 2-d quadratic passed 9 of 20 seeds against 19 of 20).
     """
 
     def __init__(
@@ -358,7 +517,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         *,
         sampler: str = "natural",
         num_directions: int = 10,
-        lr: float = 0.1,
+        lr: tp.Optional[float] = None,
         mu: float = 1e-3,
         rho: float = 0.1,
         max_block_size: int = 512,
@@ -367,9 +526,12 @@ class ZerothOrder(base.ConfiguredOptimizer):
         smoothing: float = 1.0,
         block_selection: str = "random",
         normalize: bool = True,
+        lr_schedule: tp.Optional[str] = None,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if block_selection not in BLOCK_SELECTIONS:
             raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")
         config = dict(locals())
@@ -377,6 +539,8 @@ class ZerothOrder(base.ConfiguredOptimizer):
             if int(config[name]) != config[name] or config[name] < 1:
                 raise ValueError(f"{name} must be a positive integer, got {config[name]!r}")
         for name in ("lr", "mu", "rho", "fd_step"):
+            if name == "lr" and lr is None:
+                continue
             if not (math.isfinite(config[name]) and config[name] > 0):
                 raise ValueError(f"{name} must be positive and finite, got {config[name]!r}")
         if not 0 < smoothing <= 1:
@@ -392,4 +556,5 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.smoothing = smoothing
         self.block_selection = block_selection
         self.normalize = normalize
+        self.lr_schedule = lr_schedule
         super().__init__(_ZerothOrder, config, as_config=True)

@@ -1,0 +1,191 @@
+"""Every optimizer we register or configure survives the loops Nevergrad users write.
+
+Nevergrad's README ask/tell loop at any budget, NaN/inf regions (Nevergrad's
+``buggy_function``), chips that return NaN after a bad step, and executors that ask
+several iterations ahead and tell out of order.
+"""
+
+import collections
+import concurrent.futures
+import warnings
+
+import nevergrad as ng
+import numpy as np
+import pytest
+import torch
+from nevergrad.optimization.test_optimizerlib import buggy_function
+
+import nevergrad_zonp
+from nevergrad_zonp import HardwareAdapter
+from nevergrad_zonp.optimizers import cma_es
+
+from test_adapters import make_hardware
+
+NAMES = list(nevergrad_zonp.NAMES)
+BUDGETS = (1, 5, 10, 11, 12, 100, 101, 1000)
+CONFIGURED = {name: ng.optimizers.registry[name] for name in NAMES}
+CONFIGURED["CMA-ES(full)"] = cma_es(10)
+CONFIGURED["CMA-ES(diagonal)"] = cma_es(10, diagonal=True)
+
+
+def square(x: np.ndarray) -> float:
+    return float(np.sum((np.asarray(x) - 0.5) ** 2))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGURED))
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_nevergrads_readme_loop_at_any_budget(name, budget):
+    optimizer = CONFIGURED[name](parametrization=2, budget=budget)
+    for _ in range(optimizer.budget):
+        x = optimizer.ask()
+        optimizer.tell(x, square(x.value))
+    recommendation = optimizer.provide_recommendation()
+    assert optimizer.num_ask == budget
+    assert np.all(np.isfinite(recommendation.value))
+    if budget >= 100:
+        assert square(recommendation.value) < square(np.zeros(2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_asks_beyond_the_budget_keep_working(name):
+    optimizer = ng.optimizers.registry[name](parametrization=3, budget=20)
+    for _ in range(200):
+        x = optimizer.ask()
+        optimizer.tell(x, square(x.value))
+    assert optimizer.num_ask == 200
+    assert square(optimizer.provide_recommendation().value) < square(np.zeros(3))
+
+
+@pytest.mark.parametrize("name", ["ZONP", "ZOI", "ZOco"])
+def test_the_last_iteration_uses_what_is_left(name):
+    optimizer = ng.optimizers.registry[name](parametrization=4, budget=25)  # Q + 1 = 11: 11 + 11 + 3
+    for _ in range(25):
+        x = optimizer.ask()
+        optimizer.tell(x, square(x.value))
+    assert optimizer.num_steps == 3 and optimizer.num_queries == 25
+    with_one_left = ng.optimizers.registry[name](parametrization=4, budget=12)
+    for _ in range(11):
+        x = with_one_left.ask()
+        with_one_left.tell(x, square(x.value))
+    iterate = with_one_left._x.copy()
+    last = with_one_left.ask()  # one query left: the iterate itself, harmless to evaluate
+    np.testing.assert_array_equal(last.get_standardized_data(reference=with_one_left.parametrization), iterate)
+    with_one_left.tell(last, square(last.value))
+    np.testing.assert_array_equal(with_one_left.provide_recommendation().value, last.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("seed", range(5))
+def test_buggy_function_recommendation_is_finite_and_good(name, seed):
+    """Nevergrad's ``test_infnan`` criterion (budget 70, dimension 2), on fixed seeds."""
+    param = ng.p.Array(shape=(2,))
+    param.random_state.seed(seed)
+    optimizer = ng.optimizers.registry[name](parametrization=param, budget=70)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recommendation = optimizer.minimize(buggy_function)
+    assert buggy_function(recommendation.value) < 2
+
+
+@pytest.mark.parametrize("name", ["ZONP", "ZOI", "ZOco"])
+def test_an_iterate_in_a_nan_region_is_left_for_the_last_finite_one(name):
+    """A loss that is NaN beyond x > 1 (where the slope still points): the iterate comes back."""
+
+    def cliff(x: np.ndarray) -> float:
+        return float("nan") if np.any(x > 1.0) else float(np.sum((x - 3.0) ** 2))
+
+    param = ng.p.Array(shape=(3,))
+    param.random_state.seed(0)
+    sampler = {"ZONP": "natural", "ZOI": "isotropic", "ZOco": "coordinate"}[name]
+    optimizer = nevergrad_zonp.ZerothOrder(sampler=sampler, lr=0.3)(parametrization=param, budget=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recommendation = optimizer.minimize(cliff)
+    assert optimizer.num_recoveries > 0
+    value = recommendation.value
+    assert np.isfinite(cliff(value)) and np.all(value > 0.8)  # pressed against the cliff, on the safe side
+
+
+class SaturatingChip:
+    """A linear 'chip' whose detectors saturate: NaN outputs once any parameter leaves [-1.5, 1.5]."""
+
+    def __init__(self) -> None:
+        self.failed_settings = 0
+
+    def __call__(self, thetas: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        out = torch.einsum("vcd,bd->vbc", thetas.reshape(len(thetas), 3, 8), inputs.double())
+        broken = (thetas.abs() > 1.5).any(dim=1)
+        self.failed_settings += int(broken.sum())
+        out[broken] = float("nan")
+        return out
+
+
+def test_zonp_trains_a_chip_that_returns_nan_after_a_large_step():
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(600, 8, generator=gen)
+    true = torch.rand(3, 8, generator=gen) * 2.4 - 1.2  # inside the chip's range, some near its edge
+    targets = inputs @ true.T
+    chip = SaturatingChip()
+    adapter = HardwareAdapter(chip, np.zeros(24), (inputs, targets), output="gaussian", batch_size=50)
+    param = adapter.parametrization
+    param.random_state.seed(0)
+    optimizer = nevergrad_zonp.ZerothOrder(lr=0.5, fisher_period=20)(parametrization=param, budget=6000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recommendation = optimizer.minimize(adapter)
+    assert chip.failed_settings > 0 and optimizer.num_recoveries > 0
+    assert optimizer.num_fisher_updates > 0 and optimizer.num_queries == adapter.queries == 6000
+    start, final = adapter.evaluate()["loss"], adapter.evaluate(recommendation)["loss"]
+    assert np.isfinite(final) and final < 0.1 * start
+
+
+def test_thread_executor_asking_ahead_keeps_iterations_apart():
+    """num_workers=4 < Q + 1: iterations overlap in flight; each still sees one mini-batch."""
+    adapter, network = make_hardware()
+    budget = 6 * 6 + 1  # six iterations of Q + 1 = 6 and the final iterate
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=5)(
+        parametrization=adapter.parametrization, budget=budget, num_workers=4
+    )
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as executor:
+        optimizer.minimize(adapter, executor=executor)
+    per_batch = collections.Counter(ids for _, ids in network.seen)
+    assert sorted(per_batch.values()) == [1] + [6] * 6
+    assert optimizer.num_steps == 6 and optimizer.num_queries == budget
+
+
+def test_zonp_with_fisher_in_a_thread_executor_spends_exactly_the_budget():
+    gen = torch.Generator().manual_seed(1)
+    inputs = torch.randn(400, 8, generator=gen)
+    targets = inputs @ torch.randn(8, 3, generator=gen)
+    adapter = HardwareAdapter(
+        lambda thetas, x: torch.einsum("vcd,bd->vbc", thetas.reshape(len(thetas), 3, 8), x.double()),
+        np.zeros(24),
+        (inputs, targets),
+        output="gaussian",
+        batch_size=40,
+    )
+    # Weights of order 1 and ~160 Adam steps: the network default (lr 0.02) would travel too little.
+    optimizer = nevergrad_zonp.ZerothOrder(num_directions=5, fisher_period=7, lr=0.1)(
+        parametrization=adapter.parametrization, budget=997, num_workers=4
+    )
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as executor:
+        recommendation = optimizer.minimize(adapter, executor=executor)
+    assert optimizer.num_fisher_queries > 0
+    assert optimizer.num_queries == adapter.queries == 997
+    assert adapter.evaluate(recommendation)["loss"] < 0.5 * adapter.evaluate()["loss"]
+
+
+@pytest.mark.parametrize("budget", [11, 100, 997])
+def test_minimize_and_minimize_vectorized_spend_exactly_the_budget_with_fisher(budget):
+    for vectorized in (False, True):
+        adapter, _ = make_hardware()
+        optimizer = nevergrad_zonp.ZerothOrder(num_directions=5, fisher_period=3)(
+            parametrization=adapter.parametrization, budget=budget
+        )
+        if vectorized:
+            nevergrad_zonp.minimize_vectorized(optimizer, adapter)
+        else:
+            optimizer.minimize(adapter)
+        assert optimizer.num_queries == adapter.queries == budget
+        if budget > 100:
+            assert optimizer.num_fisher_queries > 0
