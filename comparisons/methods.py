@@ -27,34 +27,42 @@ from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, ZerothOrder, cma
 #: beyond it the suite runs the diagonal variant.
 FULL_CMA_MAX_DIMENSION = 1000
 
-Factory = tp.Callable[[int, float, int], base.ConfiguredOptimizer]
+Factory = tp.Callable[[int, float, int, tp.Mapping[str, tp.Any]], base.ConfiguredOptimizer]
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A compared optimizer: ``factory(Q, step_size, dimension)`` and the name of its step size."""
+    """A compared optimizer: ``factory(Q, step_size, dimension, zo_settings)`` and the name of its step size.
+
+    ``zo_settings`` are a task's further settings of the ZO optimizers (e.g. ``fisher_period``);
+    the evolution strategies ignore them.
+    """
 
     name: str
     factory: Factory
     step_name: str
 
-    def build(self, num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+    def build(
+        self, num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any] | None = None
+    ) -> base.ConfiguredOptimizer:
         """The configured optimizer of this method."""
-        return self.factory(num_directions, step_size, dimension)
+        return self.factory(num_directions, step_size, dimension, zo_settings or {})
 
 
 def _zeroth_order(sampler: str) -> Factory:
-    def factory(num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
-        return ZerothOrder(sampler=sampler, num_directions=num_directions, lr=step_size)
+    def factory(
+        num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any]
+    ) -> base.ConfiguredOptimizer:
+        return ZerothOrder(sampler=sampler, num_directions=num_directions, lr=step_size, **zo_settings)
 
     return factory
 
 
-def _snes(num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+def _snes(num_directions: int, step_size: float, dimension: int, _: tp.Mapping[str, tp.Any]) -> base.ConfiguredOptimizer:
     return NaturalEvolutionStrategy(covariance="separable", sigma0=step_size)
 
 
-def _cma(num_directions: int, step_size: float, dimension: int) -> base.ConfiguredOptimizer:
+def _cma(num_directions: int, step_size: float, dimension: int, _: tp.Mapping[str, tp.Any]) -> base.ConfiguredOptimizer:
     return cma_es(num_directions, sigma0=step_size, diagonal=dimension > FULL_CMA_MAX_DIMENSION)
 
 

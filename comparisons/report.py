@@ -3,12 +3,15 @@
 Reads what :func:`comparisons.runner.run_suite` wrote (``results.csv``, ``curves.csv``,
 ``tuning.json``) and writes next to it:
 
-- ``report.md``: per task the table of the reported seeds (tuning runs left out) with
-  mean +- standard deviation (``ddof=1``) over seeds of the final test metric, the final
-  training loss (full training split) and the queries spent (Fisher queries included),
-  and the two-sided Mann-Whitney U p-value (``scipy.stats.mannwhitneyu``) of ZONP
-  against each baseline, on the test metric and on the training loss; then the tuned step
-  sizes and the plots;
+- ``report.md``: one line per task naming the winner; per task the table of the reported
+  seeds (tuning runs left out) with mean +- standard deviation (``ddof=1``) over seeds of
+  the final test metric, the final training loss (full training split), the queries spent
+  (with the Fisher's share), the two-sided Mann-Whitney U p-value
+  (``scipy.stats.mannwhitneyu``) of ZONP against each baseline on the test metric and on
+  the training loss, and a stability count: runs that *diverged late*, whose final training
+  loss is above :data:`LATE_DIVERGENCE` times the best of their checkpoints; then the step
+  size grids, per-seed tuning losses and choices (a choice left at a grid edge is marked),
+  and the plots;
 - ``<task>_curves.png``: training loss (log scale) and test metric against queries, sample forwards
   and wall time, the mean over seeds with a band of +- one standard deviation.  Every run
   has the same number of checkpoints, so seeds are averaged checkpoint by checkpoint
@@ -32,6 +35,8 @@ from scipy.stats import mannwhitneyu
 from .runner import CURVES_FILE, RESULTS_FILE, TUNING_FILE
 
 REPORT_FILE = "report.md"
+#: A run diverged late when its final training loss exceeds this multiple of its best checkpoint.
+LATE_DIVERGENCE = 1.5
 REFERENCE = "ZONP"
 _AXES = (("queries", "queries"), ("sample_forwards", "sample forwards"), ("elapsed_time", "wall time [s]"))
 
@@ -54,13 +59,26 @@ def _format_p(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3g}"
 
 
-def task_table(final: pd.DataFrame, metric: str) -> str:
+def late_divergences(final: pd.DataFrame, curves: pd.DataFrame) -> dict[str, int]:
+    """Per method, reported runs whose final training loss is above ``LATE_DIVERGENCE`` x their best checkpoint."""
+    best = curves.groupby(["optimizer_name", "seed"]).train_loss.min()
+    counts: dict[str, int] = {}
+    for _, run in final.iterrows():
+        floor = best.get((run.optimizer_name, run.seed), math.inf)
+        diverged = not math.isfinite(run.loss) or run.loss > LATE_DIVERGENCE * floor
+        counts[run.optimizer_name] = counts.get(run.optimizer_name, 0) + int(diverged)
+    return counts
+
+
+def task_table(final: pd.DataFrame, metric: str, curves: pd.DataFrame) -> str:
     """Markdown table of one task's reported runs (one row per method)."""
     column = f"test_{metric}"
     reference = final[final.optimizer_name == REFERENCE]
+    diverged = late_divergences(final, curves)
     lines = [
-        f"| method | step size | seeds | test {metric} | train loss | queries (Fisher) | p {metric} vs {REFERENCE} | p loss vs {REFERENCE} |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| method | step size | seeds | test {metric} | train loss | queries (Fisher share) | late divergences "
+        f"| p {metric} vs {REFERENCE} | p loss vs {REFERENCE} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in final.groupby("optimizer_name", sort=False):
         if name == REFERENCE or reference.empty:
@@ -69,20 +87,65 @@ def task_table(final: pd.DataFrame, metric: str) -> str:
             p_metric = _format_p(mann_whitney(reference[column], runs[column]))
             p_loss = _format_p(mann_whitney(reference["loss"], runs["loss"]))
         step = f"{runs.step_name.iloc[0]} = {runs.step_size.iloc[0]:g}"
-        queries = f"{runs.queries.mean():.0f} ({runs.fisher_queries.mean():.0f})"
+        share = runs.fisher_queries.sum() / max(1, runs.queries.sum())
+        queries = f"{runs.queries.mean():.0f} ({100 * share:.1f} %)"
         lines.append(
-            f"| {name} | {step} | {len(runs)} | {mean_std(runs[column])} | {mean_std(runs['loss'])} | {queries} | {p_metric} | {p_loss} |"
+            f"| {name} | {step} | {len(runs)} | {mean_std(runs[column])} | {mean_std(runs['loss'])} | {queries} "
+            f"| {diverged.get(name, 0)} of {len(runs)} | {p_metric} | {p_loss} |"
         )
     return "\n".join(lines)
 
 
+def winner_line(task: str, final: pd.DataFrame, metric: str, maximize: bool) -> str:
+    """One line: the method with the lowest mean final training loss and the best mean test metric, with p-values."""
+    means = final.groupby("optimizer_name").loss.mean().sort_values()
+    column = f"test_{metric}"
+    by_metric = final.groupby("optimizer_name")[column].mean().sort_values(ascending=not maximize)
+    parts = []
+    for label, order, values in (("training loss", means, "loss"), (f"test {metric}", by_metric, column)):
+        best = order.index[0]
+        if len(order) > 1:
+            second = order.index[1]
+            p = mann_whitney(final[final.optimizer_name == best][values], final[final.optimizer_name == second][values])
+            parts.append(f"{best} on {label} (next: {second}, p = {_format_p(p)})")
+        else:
+            parts.append(f"{best} on {label}")
+    return f"- **{task}**: " + "; ".join(parts)
+
+
+#: The regime in which ZONP uses its Fisher: every block estimated, refreshes at most this share of queries.
+FISHER_SHARE_LIMIT = 0.15
+
+
+def fisher_line(final: pd.DataFrame) -> str:
+    """How much of its Fisher ZONP could use on this task, said plainly when it could not."""
+    runs = final[final.optimizer_name == REFERENCE]
+    if runs.empty or "blocks_with_fisher" not in runs:
+        return ""
+    blocks, covered = int(runs.blocks.iloc[0]), float(runs.blocks_with_fisher.mean())
+    share = runs.fisher_queries.sum() / max(1, runs.queries.sum())
+    line = f"ZONP's Fisher: {covered:.3g} of {blocks} blocks estimated (mean over seeds), {100 * share:.1f} % of the queries."
+    if covered < blocks or share > FISHER_SHARE_LIMIT:
+        line += (
+            f" This is not the regime ZO-NP is made for (every block estimated, refreshes at most "
+            f"{100 * FISHER_SHARE_LIMIT:.0f} % of the queries): the budget is too small for this block size and Q, "
+            "so ZONP ran partly as block ZO-I and paid for Fisher queries it could not use for long."
+        )
+    return line
+
+
 def tuning_table(tuning: dict[str, tp.Any]) -> str:
-    """Markdown table of one task's step-size grids, tuning losses and choices."""
-    lines = ["| method | step | grid | final training loss on the tuning seed | chosen |", "|---|---|---|---|---|"]
+    """Markdown table of one task's step-size grids, median tuning losses and choices."""
+    lines = [
+        "| method | step | grid | median final training loss over the tuning seeds | chosen |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in tuning.items():
         grid = ", ".join(f"{step:g}" for step in entry["grid"])
-        losses = ", ".join(f"{loss:.4g}" for loss in entry["losses"])
-        lines.append(f"| {name} | {entry['step_name']} | {grid} | {losses} | {entry['chosen']:g} |")
+        scores = ", ".join(f"{score:.4g}" for score in entry["scores"])
+        mark = " (at the grid's edge)" if entry["at_edge"] else ""
+        extended = f"; grid extended {entry['extensions']}x" if entry["extensions"] else ""
+        lines.append(f"| {name} | {entry['step_name']} | {grid} | {scores} | {entry['chosen']:g}{mark}{extended} |")
     return "\n".join(lines)
 
 
@@ -111,6 +174,11 @@ def plot_curves(curves: pd.DataFrame, metric: str, path: Path, title: str) -> No
     figure.savefig(path, dpi=100)
 
 
+def _maximize(runs: pd.DataFrame) -> bool:
+    """Whether the task's metric is better when larger (stored per run; accuracy-like by default)."""
+    return bool(runs["maximize"].iloc[0]) if "maximize" in runs else True
+
+
 def write_report(folder: str | os.PathLike[str]) -> Path:
     """Writes ``report.md`` and the PNGs from the results in ``folder``; returns the report's path."""
     root = Path(folder)
@@ -123,9 +191,15 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
         "",
         "Mean ± standard deviation over seeds of the reported runs; `train loss` is the final loss of the "
         "recommendation on the full training split; p-values: two-sided Mann-Whitney U of ZONP against each "
-        "method. Step sizes tuned on a separate seed (lowest final training loss over a log-spaced grid of the "
-        "same size for every method).",
+        f"method; a late divergence is a run whose final training loss is above {LATE_DIVERGENCE:g} times its best "
+        "checkpoint. Step sizes tuned on separate seeds (lowest median final training loss over a log-spaced grid "
+        "of the same size for every method, extended where the best point was at an edge).",
+        "",
+        "Winners (lowest mean; p: Mann-Whitney U against the runner-up):",
+        "",
     ]
+    for task, runs in final.groupby("task", sort=False):
+        sections.append(winner_line(str(task), runs, str(runs.metric.iloc[0]), _maximize(runs)))
     for task, runs in final.groupby("task", sort=False):
         metric = str(runs.metric.iloc[0])
         first = runs.iloc[0]
@@ -140,7 +214,9 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
             f"{dimension} parameters trained on the {trained_on} (backprop pretraining epochs: {int(first.pretrain_epochs)}), "
             f"budget {budget} queries, Q = {int(first.num_directions)}, mini-batch {int(first.batch_size)}.",
             "",
-            task_table(runs, metric),
+            task_table(runs, metric, final_curves[final_curves.task == task]),
+            "",
+            fisher_line(runs),
             "",
             "Step-size tuning:",
             "",

@@ -30,9 +30,13 @@ and uses one thread, so two runs with the same seed give the same row apart from
 ``elapsed_time`` and ``peak_memory_mb``.
 
 Tuning (:func:`run_suite`): for every task and method, one run per point of the method's
-log-spaced step-size grid (same number of points for every method) on the suite's tuning
-seed; the step size with the **lowest final training loss** (``loss``; ties go to the
-smaller step) is used for the reported seeds.  The grids, their losses and the choices are
+log-spaced step-size grid (same number of points for every method) on every tuning seed
+(none of them a reported seed).  A step size's score is the **median over the tuning seeds
+of the final training loss** (``loss``; a non-finite loss counts as infinite); the lowest
+score wins, ties to the smaller step.  When the winner is the lowest or the highest grid
+point, the grid is extended by one point beyond that edge (same log spacing) and the new
+point is run on every tuning seed, up to ``suite.max_extensions`` times; a choice still
+at an edge is marked (``at_edge``).  Grids, per-seed losses, scores, choices and marks are
 written to ``tuning.json``.
 
 Resume: each finished run is written atomically to ``runs/<key>.json`` (key: task,
@@ -88,7 +92,10 @@ CURVES_FILE = "curves.csv"
 TUNING_FILE = "tuning.json"
 SETTINGS_FILE = "settings.json"
 RUNS_DIR = "runs"
-TUNING_RULE = "lowest final training loss (full training split) on the tuning seed; ties to the smaller step"
+TUNING_RULE = (
+    "lowest median over the tuning seeds of the final training loss (full training split); ties to the smaller "
+    "step; a grid whose best point is at an edge is extended beyond it"
+)
 #: Columns that measure the machine rather than the algorithm (excluded from determinism checks).
 MACHINE_COLUMNS = ("elapsed_time", "peak_memory_mb")
 
@@ -230,7 +237,7 @@ def _execute(spec: RunSpec) -> Record:
     trained_on = "chip" if task.chip is not None else "model"
     adapter = ModelAdapter.from_task(task, on=trained_on, batch_size=task_spec.batch_size, seed=spec.seed)
     method = METHODS[spec.method]
-    configured = method.build(task_spec.num_directions, spec.step_size, adapter.dimension)
+    configured = method.build(task_spec.num_directions, spec.step_size, adapter.dimension, task_spec.zo_settings)
     optimizer = configured(parametrization=adapter.parametrization, budget=spec.budget)
     optimizer.parametrization.random_state.seed(spec.seed)
 
@@ -255,8 +262,11 @@ def _execute(spec: RunSpec) -> Record:
         "task": task_spec.name,
         "phase": spec.phase,
         "metric": task_spec.metric,
+        "maximize": task_spec.maximize,
         "queries": adapter.queries,
         "fisher_queries": int(getattr(optimizer, "num_fisher_queries", 0)),
+        "blocks": int(getattr(optimizer, "num_blocks", 1)),
+        "blocks_with_fisher": int(getattr(optimizer, "num_blocks_with_fisher", 0)),
         "sample_forwards": adapter.sample_forwards,
         "step_name": method.step_name,
         "step_size": spec.step_size,
@@ -350,10 +360,25 @@ class _Runs:
         return records
 
 
-def choose_step(grid: list[float], losses: list[float]) -> float:
-    """The grid point of lowest loss (non-finite losses last; ties to the earlier, smaller step)."""
-    scores = [loss if math.isfinite(loss) else math.inf for loss in losses]
-    return grid[int(np.argmin(scores))]
+def step_score(losses: tp.Sequence[float]) -> float:
+    """Score of one step size: the median of its final training losses over the tuning seeds (non-finite = inf)."""
+    return float(np.median([loss if math.isfinite(loss) else math.inf for loss in losses]))
+
+
+def choose_step(grid: list[float], scores: list[float]) -> float:
+    """The grid point of lowest score (non-finite scores last; ties to the earlier, smaller step)."""
+    finite = [score if math.isfinite(score) else math.inf for score in scores]
+    return grid[int(np.argmin(finite))]
+
+
+def extend_grid(grid: list[float], chosen: float) -> float | None:
+    """The next point beyond the edge ``chosen`` sits on (same log ratio as the grid), else ``None``."""
+    ordered = sorted(grid)
+    if chosen == ordered[0]:
+        return float(f"{ordered[0] ** 2 / ordered[1]:.3g}")
+    if chosen == ordered[-1]:
+        return float(f"{ordered[-1] ** 2 / ordered[-2]:.3g}")
+    return None
 
 
 def run_suite(
@@ -393,35 +418,60 @@ def run_suite(
             for task in suite.tasks
             for name in suite.methods
         }
+        tasks = {task.name: task for task in suite.tasks}
+
+        def tuning_spec(task_name: str, name: str, seed: int, step: float) -> RunSpec:
+            task = tasks[task_name]
+            return RunSpec(task, name, seed, step, task.budget or suite.budget, suite.checkpoints, "tuning")
+
         tuning_specs = [
-            RunSpec(task, name, suite.tuning_seed, step, suite.budget, suite.checkpoints, "tuning")
-            for task in suite.tasks
-            for name in suite.methods
-            for step in grids[task.name, name]
+            tuning_spec(task_name, name, seed, step)
+            for (task_name, name), grid in grids.items()
+            for step in grid
+            for seed in suite.tuning_seeds
         ]
         records = runs.run(tuning_specs)
-        tuning: dict[str, dict[str, tp.Any]] = {}
+        extensions = {key: 0 for key in grids}
+
+        def scores_of(key: tuple[str, str]) -> list[float]:
+            return [
+                step_score([records[tuning_spec(*key, seed, step).key]["row"]["loss"] for seed in suite.tuning_seeds])
+                for step in grids[key]
+            ]
+
+        for _ in range(suite.max_extensions):
+            new_specs = []
+            for key, grid in grids.items():
+                point = extend_grid(grid, choose_step(grid, scores_of(key)))
+                if point is not None and point > 0 and point not in grid:
+                    grids[key] = sorted(grid + [point])
+                    extensions[key] += 1
+                    new_specs += [tuning_spec(*key, seed, point) for seed in suite.tuning_seeds]
+            if not new_specs:
+                break
+            tuning_specs += new_specs
+            records.update(runs.run(new_specs))
+        tuning: dict[str, dict[str, tp.Any]] = {task.name: {} for task in suite.tasks}
         chosen: dict[tuple[str, str], float] = {}
-        for task in suite.tasks:
-            tuning[task.name] = {}
-            for name in suite.methods:
-                grid = grids[task.name, name]
-                losses = [
-                    records[RunSpec(task, name, suite.tuning_seed, step, suite.budget, suite.checkpoints, "tuning").key]["row"]["loss"]
-                    for step in grid
-                ]
-                chosen[task.name, name] = choose_step(grid, losses)
-                tuning[task.name][name] = {
-                    "step_name": METHODS[name].step_name,
-                    "grid": grid,
-                    "losses": losses,
-                    "chosen": chosen[task.name, name],
-                    "seed": suite.tuning_seed,
-                    "rule": TUNING_RULE,
-                }
+        for key, grid in grids.items():
+            scores = scores_of(key)
+            chosen[key] = choose_step(grid, scores)
+            tuning[key[0]][key[1]] = {
+                "step_name": METHODS[key[1]].step_name,
+                "grid": grid,
+                "losses": [
+                    [records[tuning_spec(*key, seed, step).key]["row"]["loss"] for seed in suite.tuning_seeds] for step in grid
+                ],
+                "scores": scores,
+                "chosen": chosen[key],
+                "at_edge": extend_grid(grid, chosen[key]) is not None,
+                "extensions": extensions[key],
+                "seeds": list(suite.tuning_seeds),
+                "rule": TUNING_RULE,
+            }
         write_atomic(folder / TUNING_FILE, json.dumps(tuning, indent=1))
         final_specs = [
-            RunSpec(task, name, seed, chosen[task.name, name], suite.budget, suite.checkpoints, "final")
+            RunSpec(task, name, seed, chosen[task.name, name], task.budget or suite.budget, suite.checkpoints, "final")
             for task in suite.tasks
             for name in suite.methods
             for seed in suite.seeds

@@ -51,6 +51,10 @@ class TaskSpec:
     pretrain_lr: Adam learning rate of that pretraining.
     batch_size: mini-batch size of the ZO queries.
     num_directions: Q, directions per ZO iteration (CMA-ES population ``Q + 1``).
+    zo_settings: further keyword arguments of every ZO method's :class:`~nevergrad_zonp.ZerothOrder`
+        on this task (e.g. ``fisher_period``, so that ZONP's refreshes fit the task's block size
+        and Q); the same for ZONP, ZOI and ZOco.
+    budget: this task's query budget, if not the suite's.
     """
 
     name: str
@@ -62,12 +66,15 @@ class TaskSpec:
     pretrain_lr: float = 1e-2
     batch_size: int = 100
     num_directions: int = 10
+    zo_settings: tp.Mapping[str, tp.Any] = dataclasses.field(default_factory=dict)
+    budget: int | None = None
 
     def settings(self) -> dict[str, tp.Any]:
         """JSON-friendly description (the builder by its qualified name)."""
         values = dataclasses.asdict(self)
         values["build"] = f"{self.build.__module__}.{self.build.__qualname__}"
         values["kwargs"] = {key: str(value) if isinstance(value, os.PathLike) else value for key, value in self.kwargs.items()}
+        values["zo_settings"] = dict(self.zo_settings)
         return values
 
 
@@ -80,12 +87,15 @@ class Suite:
     name: identifier of the suite.
     tasks: the tasks.
     methods: names in :data:`comparisons.methods.METHODS`.
-    budget: queries per run, Jacobian (Fisher) queries included.
+    budget: queries per run, Jacobian (Fisher) queries included (a task may set its own).
     seeds: seeds of the reported runs.
-    tuning_seed: seed of the tuning runs (not among ``seeds``).
-    grid_size: points of every method's log-spaced step-size grid.
-    step_ranges: ``{step name: (lowest, highest)}`` of the grids (``"lr"`` for the ZO
-        methods' Adam learning rate, ``"sigma0"`` for the evolution strategies).
+    tuning_seeds: seeds of the tuning runs (none of them among ``seeds``).
+    grid_size: points of every method's initial log-spaced step-size grid.
+    step_ranges: ``{step name: (lowest, highest)}`` of the initial grids (``"lr"`` for the
+        ZO methods' Adam learning rate, ``"sigma0"`` for the evolution strategies).
+    max_extensions: how many times a grid whose best point is at an edge is extended by
+        one point beyond that edge (same log spacing); a choice still at an edge after
+        that is marked in ``tuning.json`` and the report.
     checkpoints: curve points per run after the start (at ``budget * i / checkpoints``
         queries, the last one at the end of the run).
     """
@@ -95,32 +105,37 @@ class Suite:
     methods: tuple[str, ...]
     budget: int
     seeds: tuple[int, ...]
-    tuning_seed: int = 1000
+    tuning_seeds: tuple[int, ...] = (1000, 1001, 1002)
     grid_size: int = 3
     step_ranges: tp.Mapping[str, tuple[float, float]] = dataclasses.field(
         default_factory=lambda: {"lr": (1e-3, 1e-1), "sigma0": (1e-3, 1e-1)}
     )
     checkpoints: int = 10
+    max_extensions: int = 3
 
     def __post_init__(self) -> None:
-        if self.tuning_seed in self.seeds:
-            raise ValueError(f"the tuning seed {self.tuning_seed} must not be one of the seeds {self.seeds}")
-        if self.grid_size < 1 or self.checkpoints < 1 or self.budget < 1:
-            raise ValueError("grid_size, checkpoints and budget must be positive")
+        shared = set(self.tuning_seeds) & set(self.seeds)
+        if shared:
+            raise ValueError(f"tuning seeds {sorted(shared)} must not be among the reported seeds {self.seeds}")
+        if not self.tuning_seeds:
+            raise ValueError("at least one tuning seed is needed")
+        if self.grid_size < 2 or self.checkpoints < 1 or self.budget < 1 or self.max_extensions < 0:
+            raise ValueError("grid_size must be at least 2, checkpoints and budget positive, max_extensions >= 0")
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
 
     @property
     def num_runs(self) -> int:
-        """Runs in the suite: a grid on the tuning seed plus one run per seed, per task and method."""
-        return len(self.tasks) * len(self.methods) * (self.grid_size + len(self.seeds))
+        """Runs before any grid extension: the initial grid on every tuning seed plus one run per seed, per task and method."""
+        return len(self.tasks) * len(self.methods) * (self.grid_size * len(self.tuning_seeds) + len(self.seeds))
 
     def settings(self) -> dict[str, tp.Any]:
         """JSON-friendly description of the whole suite."""
         values = dataclasses.asdict(self)
         values["tasks"] = [task.settings() for task in self.tasks]
         values["step_ranges"] = {key: list(value) for key, value in self.step_ranges.items()}
+        values["tuning_seeds"] = list(self.tuning_seeds)
         return values
 
 
@@ -155,6 +170,50 @@ def quick_suite() -> Suite:
         seeds=(0, 1, 2),
         grid_size=4,
         step_ranges={"lr": (1e-3, 0.3), "sigma0": (1e-3, 0.3)},
+    )
+
+
+def standard_suite() -> Suite:
+    """ZO-NP exercised as the paper does, on embedded data: both chips and digits at Q = 100.
+
+    - equalization chip (564 parameters, 2 blocks of 282), 2 epochs of backprop pretraining,
+      Q = 10, 30,000 queries, ``fisher_period = 150``: a refresh (283 queries) per 150
+      iterations of 11 queries is 14.6 % of the queries;
+    - copying-memory chip (3,170 parameters, 7 blocks of 453), 15 epochs of pretraining,
+      Q = 10, 30,000 queries, ``fisher_period = 250`` (454 queries per 2,750: 14.2 %);
+    - digits CNN from scratch at the paper's image setting, Q = 100, mini-batches of 50,
+      200,000 queries (Fisher about 4 % of the queries at the default period 100).
+
+    5 reported seeds, 3 tuning seeds, 3-point grids extended at edges (at most 2 points).
+    """
+    return Suite(
+        name="standard",
+        tasks=(
+            TaskSpec(
+                name="equalization",
+                build=equalization_task,
+                kwargs={"n_train": 2000, "n_test": 2000},
+                metric="ser",
+                maximize=False,
+                pretrain_epochs=2,
+                zo_settings={"fisher_period": 150},
+            ),
+            TaskSpec(
+                name="copying",
+                build=copying_task,
+                pretrain_epochs=15,
+                pretrain_lr=2e-3,
+                zo_settings={"fisher_period": 250},
+            ),
+            TaskSpec(name="digits", build=digits_task, batch_size=50, num_directions=100, budget=200_000),
+        ),
+        methods=("ZONP", *BASELINES),
+        budget=30_000,
+        seeds=(0, 1, 2, 3, 4),
+        tuning_seeds=(1000, 1001, 1002),
+        grid_size=3,
+        step_ranges={"lr": (3e-3, 0.1), "sigma0": (3e-3, 0.1)},
+        max_extensions=2,
     )
 
 
@@ -195,4 +254,4 @@ def paper_suite(fashion_mnist: str | os.PathLike[str] | None = None, cifar10: st
 
 
 #: Built-in suites by name; each is a function of the local data paths it may need.
-SUITES: dict[str, tp.Callable[..., Suite]] = {"quick": quick_suite, "paper": paper_suite}
+SUITES: dict[str, tp.Callable[..., Suite]] = {"quick": quick_suite, "standard": standard_suite, "paper": paper_suite}
