@@ -130,6 +130,15 @@ class Suite:
         """Runs before any grid extension: the initial grid on every tuning seed plus one run per seed, per task and method."""
         return len(self.tasks) * len(self.methods) * (self.grid_size * len(self.tuning_seeds) + len(self.seeds))
 
+    def restricted_to(self, names: tp.Iterable[str]) -> "Suite":
+        """The same suite on the tasks named ``names`` only (same seeds, grids, budgets)."""
+        names = list(names)
+        known = [task.name for task in self.tasks]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"suite {self.name!r} has no task {unknown}; its tasks are {known}")
+        return dataclasses.replace(self, tasks=tuple(task for task in self.tasks if task.name in names))
+
     def settings(self) -> dict[str, tp.Any]:
         """JSON-friendly description of the whole suite."""
         values = dataclasses.asdict(self)

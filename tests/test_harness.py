@@ -160,3 +160,12 @@ def test_built_in_suites_are_defined_as_specified():
     assert len(paper.seeds) == 8 and not set(paper.tuning_seeds) & set(paper.seeds) and len(paper.tuning_seeds) >= 3
     assert {task.name: task.num_directions for task in paper.tasks}["fashion_mnist"] == 100
     assert {task.name: task.num_directions for task in paper.tasks}["cifar10"] == 100
+
+
+def test_a_suite_restricted_to_some_tasks_keeps_its_protocol_and_refuses_unknown_names():
+    paper = paper_suite()
+    copying = paper.restricted_to(["copying"])
+    assert [task.name for task in copying.tasks] == ["copying"]
+    assert (copying.seeds, copying.tuning_seeds, copying.budget) == (paper.seeds, paper.tuning_seeds, paper.budget)
+    with pytest.raises(ValueError, match="no task.*'digits'"):
+        paper.restricted_to(["copying", "digits"])

@@ -226,6 +226,24 @@ def test_fisher_is_refreshed_every_t_ud_iterations_and_counted_in_the_budget():
     )
 
 
+def test_least_recent_refresh_estimates_every_block_once_before_any_twice():
+    oracle = QuadraticOracle(28)  # 7 blocks of 4; a refresh costs 5 queries, an iteration 4
+    settings = dict(fisher_period=2, num_directions=3, max_block_size=4)
+    opt = nevergrad_zonp.ZerothOrder(fisher_refresh="least_recent", **settings)(oracle.parametrization, budget=200)
+    opt.minimize(oracle)
+    assert opt.num_blocks == 7 and opt.num_fisher_updates >= 14
+    assert opt.num_blocks_with_fisher == 7
+    # refreshes went round the blocks (never-estimated first, then the oldest): the latest
+    # refresh of each block is one of the last 7 refresh iterations, each block a different one
+    latest = sorted(opt._last_refresh)
+    assert np.all(np.diff(latest) == settings["fisher_period"])
+    paper = nevergrad_zonp.ZerothOrder(**settings)(oracle.parametrization, budget=40)
+    paper.minimize(oracle)  # 4 refreshes of blocks drawn at random: at most 4 blocks covered
+    assert paper.num_blocks_with_fisher <= 4
+    with pytest.raises(ValueError, match="fisher_refresh"):
+        nevergrad_zonp.ZerothOrder(fisher_refresh="oldest")
+
+
 def test_a_refresh_that_would_leave_less_budget_than_it_costs_is_skipped():
     oracle = QuadraticOracle(8)  # a refresh costs 9 queries, an iteration 4
     opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3)(parametrization=oracle.parametrization, budget=40)
