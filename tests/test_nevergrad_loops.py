@@ -6,6 +6,7 @@ several iterations ahead and tell out of order.
 """
 
 import collections
+import math
 import concurrent.futures
 import warnings
 
@@ -149,7 +150,10 @@ def test_thread_executor_asking_ahead_keeps_iterations_apart():
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as executor:
         optimizer.minimize(adapter, executor=executor)
     per_batch = collections.Counter(ids for _, ids in network.seen)
-    assert sorted(per_batch.values()) == [1] + [6] * 6
+    # Whole iterations per batch (two iterations asked from one point before any step share
+    # its batch: test_iterations_asked_ahead_from_one_point_share_its_mini_batch), plus the final iterate.
+    assert sum(per_batch.values()) == budget
+    assert sorted(count % 6 for count in per_batch.values()) == [0] * (len(per_batch) - 1) + [1]
     assert optimizer.num_steps == 6 and optimizer.num_queries == budget
 
 
@@ -189,3 +193,52 @@ def test_minimize_and_minimize_vectorized_spend_exactly_the_budget_with_fisher(b
         assert optimizer.num_queries == adapter.queries == budget
         if budget > 100:
             assert optimizer.num_fisher_queries > 0
+
+
+def test_iterations_asked_ahead_from_one_point_share_its_mini_batch():
+    """Two open iterations with the same base point: the adapter knows a point's batch by its value,
+    so both must use one batch, or a base evaluated late would be scored on the other's batch."""
+    adapter, _ = make_hardware()
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=2)(
+        parametrization=adapter.parametrization, budget=60, num_workers=6
+    )
+    optimizer.attach(adapter)
+    keys_by_iteration = collections.defaultdict(set)
+    while optimizer.num_ask < 60:
+        asked = [optimizer.ask() for _ in range(6)]  # two iterations, neither told yet
+        iterations = [optimizer._pending[candidate.uid][0] for candidate in asked]
+        for candidate, iteration in reversed(list(zip(asked, iterations))):  # evaluated lazily, last first
+            keys_by_iteration[iteration].add(adapter.batch_key(candidate.value))
+            optimizer.tell(candidate, adapter(candidate.value))
+    assert len(keys_by_iteration) >= 20  # the budget's last queries make short iterations
+    assert all(len(keys) == 1 for keys in keys_by_iteration.values())
+    assert optimizer.num_steps >= 19
+
+
+def sphere(x):
+    return float(np.sum(x**2))
+
+
+def test_a_dump_taken_inside_minimize_does_not_stop_asks_after_load(tmp_path):
+    path = tmp_path / "opt.pkl"
+    optimizer = ng.optimizers.registry["ZOI"](parametrization=3, budget=22)
+    optimizer.register_callback("tell", ng.callbacks.OptimizerDump(path))
+    optimizer.minimize(sphere)
+    loaded = type(optimizer).load(path)
+    for _ in range(15):  # beyond the budget, as ask/tell users may
+        candidate = loaded.ask()
+        loaded.tell(candidate, float(np.sum(candidate.value**2)))
+
+
+def test_an_iteration_begun_before_a_recovery_is_not_asked_further():
+    optimizer = ng.optimizers.registry["ZOI"](parametrization=2, budget=200, num_workers=22)
+    first = [optimizer.ask() for _ in range(11)]
+    second = [optimizer.ask() for _ in range(3)]  # the next iteration, partly asked
+    for candidate in first:
+        optimizer.tell(candidate, math.nan)  # a non-finite base loss: recovery
+    assert optimizer.num_recoveries == 1
+    third = optimizer.ask()  # a fresh iteration, not the rest of the stale one
+    assert optimizer._pending[third.uid] == (2, 0)
+    for candidate in second + [third]:
+        optimizer.tell(candidate, 1.0)
+    assert 1 not in optimizer._iterations

@@ -94,7 +94,11 @@ class _Iteration:
 
     ``epoch`` is the number of recoveries when it started: an iteration begun before a
     recovery estimated a gradient on an abandoned path and is discarded when told.
-    ``steps_at_start`` is the number of Adam steps taken before it started.
+    ``steps_at_start`` is the number of Adam steps taken before it started.  ``batch`` is
+    the mini-batch key of its queries: its index, or the batch of the open iteration it
+    shares its base point with (the adapter finds a point's batch from its value, so two
+    outstanding copies of one point must not have two batches).  ``limit`` cuts the
+    iteration short after ``limit`` asks (a stale iteration is not asked further).
     """
 
     index: int
@@ -104,13 +108,15 @@ class _Iteration:
     losses: np.ndarray
     epoch: int
     steps_at_start: int
+    batch: int
     asked: int = 0
     told: int = 0
+    limit: tp.Optional[int] = None
 
     @property
     def size(self) -> int:
-        """Queries of this iteration: the base point plus one per direction."""
-        return len(self.losses)
+        """Queries of this iteration: the base point plus one per direction (or fewer, if cut short)."""
+        return len(self.losses) if self.limit is None else self.limit
 
 
 class _ZerothOrder(base.Optimizer):
@@ -283,11 +289,17 @@ class _ZerothOrder(base.Optimizer):
     def __getstate__(self) -> tp.Dict[str, tp.Any]:
         state = dict(self.__dict__)
         state["_oracle"] = None
+        state["_stop_at_budget"] = False  # a dump taken inside minimize (OptimizerDump) must not stop later asks
         return state
 
     # ----- Nevergrad hooks -----------------------------------------------------------
     def _internal_ask_candidate(self) -> p.Parameter:
         iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
+        if iteration is not None and iteration.epoch != self._num_recoveries and iteration.asked < iteration.size:
+            # Begun before a recovery: its estimate will be discarded, so ask no more of it.
+            iteration.limit = iteration.asked
+            if iteration.told == iteration.size:
+                del self._iterations[iteration.index]
         if iteration is None or iteration.asked == iteration.size:
             if self._stop_at_budget and self.budget is not None and self.num_queries >= self.budget:
                 raise errors.NevergradEarlyStopping(f"Query budget {self.budget} spent (Fisher queries included)")
@@ -301,7 +313,7 @@ class _ZerothOrder(base.Optimizer):
         candidate = self.parametrization.spawn_child().set_standardized_data(data)
         self._pending[candidate.uid] = (iteration.index, index)
         if self._oracle is not None:
-            self._oracle.assign_batch(candidate.value, iteration.index)
+            self._oracle.assign_batch(candidate.value, iteration.batch)
         return candidate
 
     def _internal_tell_candidate(self, candidate: p.Parameter, loss: tp.FloatLoss) -> None:
@@ -351,8 +363,11 @@ class _ZerothOrder(base.Optimizer):
         block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
+        previous = self._iterations.get(key - 1)
+        same_base = previous is not None and np.array_equal(previous.base, self._x)
+        batch = previous.batch if same_base else key
         refresh = self._sampler.uses_fisher and key % cfg.fisher_period == 0
-        if refresh and cfg.fisher_refresh == "least_recent":
+        if refresh and cfg.fisher_refresh == "least_recent" and self._oracle is not None:
             # Refresh the block whose Fisher is oldest (never estimated first) and step on it.
             block = int(np.argmin(self._last_refresh))
             start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
@@ -370,8 +385,8 @@ class _ZerothOrder(base.Optimizer):
             refresh = False
             self._num_fisher_skipped += 1
         if refresh:
-            self._refresh_fisher(block, start, stop, key)
-            self._last_refresh[block] = key
+            if self._refresh_fisher(block, start, stop, batch):
+                self._last_refresh[block] = key
             left = self._queries_left()
         num_directions = cfg.num_directions
         if left is not None and 0 < left <= self.iteration_size:
@@ -393,12 +408,14 @@ class _ZerothOrder(base.Optimizer):
             losses=np.full(num_directions + 1, math.nan),
             epoch=self._num_recoveries,
             steps_at_start=self._num_steps,
+            batch=batch,
         )
         self._iterations[key] = iteration
         self._num_iterations += 1
         return iteration
 
-    def _refresh_fisher(self, block: int, start: int, stop: int, key: int) -> None:
+    def _refresh_fisher(self, block: int, start: int, stop: int, key: int) -> bool:
+        """Estimates block ``block``'s Fisher on mini-batch ``key``; whether the sampler took it."""
         assert isinstance(self._sampler, NaturalSampler) and self._oracle is not None
         size = stop - start
         step = self._config.fd_step
@@ -420,7 +437,7 @@ class _ZerothOrder(base.Optimizer):
                 InvalidQueryWarning,
             )
         if not finite.any():
-            return
+            return False
         with single_threaded_blas():
             jacobian = finite_difference_jacobian(base_out[finite], perturbed[:, finite], step)
             fisher = fisher_from_jacobian(jacobian, base_out[finite], self._oracle.output)
@@ -429,6 +446,7 @@ class _ZerothOrder(base.Optimizer):
             self._num_fisher_updates += 1
         else:
             self._warn("Unusable Fisher estimate (zero or non-finite trace) kept out", InvalidQueryWarning)
+        return bool(usable)
 
     def _finish(self, iteration: _Iteration) -> None:
         if iteration.epoch != self._num_recoveries:
