@@ -41,6 +41,13 @@ class Method:
     name: str
     factory: Factory
     step_name: str
+    #: the ``zo_settings`` keys that change this method's runs (``None``: all of them)
+    relevant_settings: tp.Optional[tp.Callable[[str], bool]] = None
+
+    def relevant(self, zo_settings: tp.Mapping[str, tp.Any]) -> dict[str, tp.Any]:
+        """The part of a task's ``zo_settings`` that this method's runs depend on."""
+        keep = self.relevant_settings
+        return {key: value for key, value in zo_settings.items() if keep is None or keep(key)}
 
     def build(
         self, num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any] | None = None
@@ -66,13 +73,25 @@ def _cma(num_directions: int, step_size: float, dimension: int, _: tp.Mapping[st
     return cma_es(num_directions, sigma0=step_size, diagonal=dimension > FULL_CMA_MAX_DIMENSION)
 
 
+#: Settings that only the Fisher of ZO-NP reads: ZO-I and ZO-co runs do not depend on them.
+FISHER_SETTINGS = frozenset({"rho", "fisher_period", "fd_step", "smoothing", "fisher_refresh"})
+
+
+def _without_fisher(key: str) -> bool:
+    return key not in FISHER_SETTINGS
+
+
+def _none(key: str) -> bool:
+    return False
+
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method("ZONP", _zeroth_order("natural"), "lr"),
-        Method("ZOI", _zeroth_order("isotropic"), "lr"),
-        Method("ZOco", _zeroth_order("coordinate"), "lr"),
-        Method("SNES", _snes, "sigma0"),
-        Method("CMA-ES", _cma, "sigma0"),
+        Method("ZOI", _zeroth_order("isotropic"), "lr", _without_fisher),
+        Method("ZOco", _zeroth_order("coordinate"), "lr", _without_fisher),
+        Method("SNES", _snes, "sigma0", _none),
+        Method("CMA-ES", _cma, "sigma0", _none),
     )
 }

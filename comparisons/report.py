@@ -125,11 +125,16 @@ def fisher_line(final: pd.DataFrame) -> str:
     blocks, covered = int(runs.blocks.iloc[0]), float(runs.blocks_with_fisher.mean())
     share = runs.fisher_queries.sum() / max(1, runs.queries.sum())
     line = f"ZONP's Fisher: {covered:.3g} of {blocks} blocks estimated (mean over seeds), {100 * share:.1f} % of the queries."
-    if covered < blocks or share > FISHER_SHARE_LIMIT:
+    reasons = []
+    if covered < blocks:
+        reasons.append("some blocks never got a Fisher, so on them ZONP ran as block ZO-I")
+    if share > FISHER_SHARE_LIMIT:
+        reasons.append(f"the refreshes took more than {100 * FISHER_SHARE_LIMIT:.0f} % of the queries")
+    if reasons:
         line += (
-            f" This is not the regime ZO-NP is made for (every block estimated, refreshes at most "
-            f"{100 * FISHER_SHARE_LIMIT:.0f} % of the queries): the budget is too small for this block size and Q, "
-            "so ZONP ran partly as block ZO-I and paid for Fisher queries it could not use for long."
+            " This is not the regime ZO-NP is made for (every block estimated, refreshes at most "
+            f"{100 * FISHER_SHARE_LIMIT:.0f} % of the queries): " + " and ".join(reasons) + "; the budget is "
+            "too small for this block size and Q (or the task's fisher_period too short)."
         )
     return line
 

@@ -118,6 +118,22 @@ class RunSpec:
         return f"{self.task.name}_{self.method}_seed{self.seed}_step{self.step_size:.6g}_budget{self.budget}"
 
 
+def _run_identity(task_settings: tp.Mapping[str, tp.Any], method: str) -> dict[str, tp.Any]:
+    """The task settings a run of ``method`` depends on (``zo_settings`` reduced to the relevant ones)."""
+    identity = dict(task_settings)
+    identity["zo_settings"] = METHODS[method].relevant(identity.get("zo_settings", {}))
+    return identity
+
+
+def _same_run(record: Record, spec: "RunSpec") -> bool:
+    """Whether a stored ``record`` is a run of ``spec`` (same key and same relevant task settings)."""
+    stored = record.get("settings", {}).get("task")
+    if stored is None:
+        return False
+    expected = json.loads(json.dumps(spec.task.settings()))  # as it would be stored
+    return _run_identity(stored, spec.method) == _run_identity(expected, spec.method)
+
+
 def step_grid(low: float, high: float, size: int) -> list[float]:
     """``size`` log-spaced step sizes from ``low`` to ``high``, rounded to 3 significant digits."""
     if not 0 < low <= high:
@@ -340,11 +356,13 @@ class _Runs:
         pending = {}
         for spec in specs:
             path = self.path(spec)
-            if path.exists():
-                records[spec.key] = _load(path)
+            stored = _load(path) if path.exists() else None
+            if stored is not None and _same_run(stored, spec):
+                records[spec.key] = stored
                 if self.progress is not None:
                     self.progress(spec, True)
             else:
+                # missing, or stored with other task settings (the file name does not hold them)
                 pending[self._submit(spec)] = spec
         if self.client is not None:
             from distributed import as_completed as completed

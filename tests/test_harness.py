@@ -1,5 +1,6 @@
 """The comparison harness end to end on a tiny digits suite: files, tuning, report, resume, determinism, Dask."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -169,3 +170,21 @@ def test_a_suite_restricted_to_some_tasks_keeps_its_protocol_and_refuses_unknown
     assert (copying.seeds, copying.tuning_seeds, copying.budget) == (paper.seeds, paper.tuning_seeds, paper.budget)
     with pytest.raises(ValueError, match="no task.*'digits'"):
         paper.restricted_to(["copying", "digits"])
+
+
+def test_stored_runs_with_other_task_settings_are_rerun_for_the_methods_they_change(tiny_results, tmp_path, monkeypatch):
+    """A run file is named by task, method, seed, step and budget; its task settings are checked on resume."""
+    source, _ = tiny_results
+    folder = tmp_path / "changed"
+    shutil.copytree(source / "runs", folder / "runs")
+    task = dataclasses.replace(TINY.tasks[0], zo_settings={"fisher_period": 7})  # read only by ZONP's Fisher
+    executed = []
+    real = runner.execute_run
+
+    def counting(spec):
+        executed.append(spec.method)
+        return real(spec)
+
+    monkeypatch.setattr(runner, "execute_run", counting)
+    run_suite(dataclasses.replace(TINY, tasks=(task,)), folder)
+    assert executed and set(executed) == {"ZONP"}
