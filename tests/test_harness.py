@@ -188,3 +188,19 @@ def test_stored_runs_with_other_task_settings_are_rerun_for_the_methods_they_cha
     monkeypatch.setattr(runner, "execute_run", counting)
     run_suite(dataclasses.replace(TINY, tasks=(task,)), folder)
     assert executed and set(executed) == {"ZONP"}
+
+
+def test_ablation_runs_are_distinct_files_and_its_table_counts_late_divergences():
+    from comparisons import ablation
+
+    pairs = ablation.specs("equalization")
+    assert len({spec.key for _, spec in pairs}) == len(pairs) == len(ablation.SETTINGS) * 5
+    records = {}
+    for index, (setting, spec) in enumerate(pairs):
+        final = 3.0 if index == 0 else 0.1  # the first run ends far above its best checkpoint
+        curve = [{"train_loss": 0.5}, {"train_loss": 0.09}, {"train_loss": final}]
+        records[spec.key] = {"row": {"loss": final, "queries": 100, "fisher_queries": 10 * (setting.method == "ZONP")}, "curve": curve}
+    rows = ablation.table(pairs, records).splitlines()[2:]
+    assert len(rows) == len(ablation.SETTINGS)
+    assert "| 1 of 5 |" in rows[0] and all("| 0 of 5 |" in row for row in rows[1:])
+    assert rows[0].endswith("| 10.0 % |") and rows[-1].endswith("| 0.0 % |")

@@ -1,0 +1,122 @@
+"""Ablation of ZONP's late divergence on a chip: learning-rate schedule, step size, damping.
+
+``python -m comparisons.ablation --out results/ablation [--task equalization] [--workers 2]``
+runs every setting of :data:`SETTINGS` on the reported seeds of the ``standard`` suite's
+task (same budget, Q, Fisher period, pretraining), through the harness's own runs (so
+the runs are resumable and measured like the suite's), and writes ``ablation.md``: per
+setting the final training loss (mean +- std and per seed), the runs that diverged late
+(final training loss above 1.5 times their best checkpoint), and the Fisher's share of
+the queries.  The settings are fixed, not tuned: they compare the levers at the step sizes
+where the divergence was seen (0.1) and where the suite's tuning landed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+from .report import LATE_DIVERGENCE
+from .runner import RunSpec, _Runs, write_atomic
+from .suites import standard_suite
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One ablation row: a method, its learning rate and overrides of the task's ZO settings."""
+
+    label: str
+    method: str
+    lr: float
+    overrides: tp.Mapping[str, tp.Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe tag of the overrides (part of the run's task name, hence of its file name)."""
+        parts = [f"{key}-{value}" for key, value in sorted(self.overrides.items())]
+        return "+".join(parts) or "default"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ZONP, lr 0.0173, cosine (default schedule)", "ZONP", 0.0173, {"lr_schedule": "cosine"}),
+    Setting("ZONP, lr 0.0173, constant (paper)", "ZONP", 0.0173, {"lr_schedule": "constant"}),
+    Setting("ZONP, lr 0.1, cosine", "ZONP", 0.1, {"lr_schedule": "cosine"}),
+    Setting("ZONP, lr 0.1, constant (paper)", "ZONP", 0.1, {"lr_schedule": "constant"}),
+    Setting("ZONP, lr 0.1, constant, rho 1", "ZONP", 0.1, {"lr_schedule": "constant", "rho": 1.0}),
+    Setting("ZONP, lr 0.1, constant, alpha 0.5", "ZONP", 0.1, {"lr_schedule": "constant", "smoothing": 0.5}),
+    Setting("ZOI, lr 0.1, cosine", "ZOI", 0.1, {"lr_schedule": "cosine"}),
+    Setting("ZOI, lr 0.1, constant", "ZOI", 0.1, {"lr_schedule": "constant"}),
+    Setting("ZOI, lr 0.003, cosine", "ZOI", 0.003, {"lr_schedule": "cosine"}),
+)
+
+
+def specs(task_name: str = "equalization") -> list[tuple[Setting, RunSpec]]:
+    """Every (setting, run) of the ablation on the ``standard`` suite's task ``task_name``."""
+    suite = standard_suite()
+    task = {task.name: task for task in suite.tasks}[task_name]
+    pairs = []
+    for setting in SETTINGS:
+        variant = dataclasses.replace(
+            task, name=f"{task.name}-{setting.slug}", zo_settings={**task.zo_settings, **setting.overrides}
+        )
+        for seed in suite.seeds:
+            spec = RunSpec(variant, setting.method, seed, setting.lr, task.budget or suite.budget, suite.checkpoints, "ablation")
+            pairs.append((setting, spec))
+    return pairs
+
+
+def table(pairs: list[tuple[Setting, RunSpec]], records: dict[str, tp.Any]) -> str:
+    """Markdown table: one row per setting."""
+    lines = [
+        "| setting | seeds | final train loss | per seed | best checkpoint (mean) | late divergences | Fisher share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for setting in SETTINGS:
+        runs = [records[spec.key] for s, spec in pairs if s is setting]
+        final = np.array([run["row"]["loss"] for run in runs], dtype=float)
+        best = np.array([min(point["train_loss"] for point in run["curve"]) for run in runs], dtype=float)
+        diverged = int(np.sum(~np.isfinite(final) | (final > LATE_DIVERGENCE * best)))
+        queries = sum(run["row"]["queries"] for run in runs)
+        fisher = sum(run["row"]["fisher_queries"] for run in runs)
+        per_seed = ", ".join(f"{value:.4g}" for value in final)
+        lines.append(
+            f"| {setting.label} | {len(runs)} | {np.mean(final):.4g} ± {np.std(final, ddof=1):.2g} | {per_seed} "
+            f"| {np.mean(best):.4g} | {diverged} of {len(runs)} | {100 * fisher / max(1, queries):.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: tp.Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m comparisons.ablation``."""
+    parser = argparse.ArgumentParser(prog="python -m comparisons.ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder of the ablation runs and ablation.md")
+    parser.add_argument("--task", default="equalization", help="a task of the standard suite")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = specs(args.task)
+    if args.workers > 1:
+        executor: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
+            args.workers, mp_context=multiprocessing.get_context("spawn")
+        )
+    else:
+        executor = concurrent.futures.ThreadPoolExecutor(1)
+    with executor:
+        records = _Runs(out, executor, None, None).run([spec for _, spec in pairs])
+    text = (
+        f"# Ablation on the {args.task} chip (standard suite's budget, Q and Fisher period; reported seeds)\n\n"
+        + table(pairs, records)
+        + "\n"
+    )
+    write_atomic(out / "ablation.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
