@@ -11,7 +11,7 @@ import pytest
 from comparisons import runner
 from comparisons.report import write_report
 from comparisons.runner import MACHINE_COLUMNS, RunSpec, choose_step, execute_run, extend_grid, run_suite, step_score
-from comparisons.suites import Suite, TaskSpec, paper_suite, quick_suite
+from comparisons.suites import Suite, TaskSpec, paper_suite, quick_suite, standard_suite
 from nevergrad_zonp.tasks.images import digits_task
 
 # Q = 4 on mini-batches of 20: one ZONP Fisher refresh (a block of 442-443 parameters, + 1) and ~30 iterations.
@@ -161,6 +161,11 @@ def test_built_in_suites_are_defined_as_specified():
     assert len(paper.seeds) == 8 and not set(paper.tuning_seeds) & set(paper.seeds) and len(paper.tuning_seeds) >= 3
     assert {task.name: task.num_directions for task in paper.tasks}["fashion_mnist"] == 100
     assert {task.name: task.num_directions for task in paper.tasks}["cifar10"] == 100
+    standard = standard_suite()
+    assert [task.name for task in standard.tasks] == ["equalization", "copying", "digits"]
+    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3 and set(standard.methods) == set(quick.methods)
+    digits = standard.tasks[2]
+    assert (digits.num_directions, digits.budget) == (100, 200_000)
 
 
 def test_a_suite_restricted_to_some_tasks_keeps_its_protocol_and_refuses_unknown_names():
