@@ -151,6 +151,19 @@ class Suite:
 BASELINES = ("ZOI", "ZOco", "SNES", "CMA-ES")
 
 
+def _embedded_equalization(**settings: tp.Any) -> TaskSpec:
+    """The equalization chip of the embedded suites: 2,000 training and test symbols, 2 epochs of pretraining."""
+    return TaskSpec(
+        name="equalization",
+        build=equalization_task,
+        kwargs={"n_train": 2000, "n_test": 2000},
+        metric="ser",
+        maximize=False,
+        pretrain_epochs=2,
+        **settings,
+    )
+
+
 def quick_suite() -> Suite:
     """Embedded data, five methods, 2,000 queries, 3 seeds, 4-point grids: minutes on 2 cores.
 
@@ -165,14 +178,7 @@ def quick_suite() -> Suite:
         name="quick",
         tasks=(
             TaskSpec(name="digits", build=digits_task, batch_size=50),
-            TaskSpec(
-                name="equalization",
-                build=equalization_task,
-                kwargs={"n_train": 2000, "n_test": 2000},
-                metric="ser",
-                maximize=False,
-                pretrain_epochs=2,
-            ),
+            _embedded_equalization(),
         ),
         methods=("ZONP", *BASELINES),
         budget=2000,
@@ -201,15 +207,7 @@ def standard_suite() -> Suite:
     return Suite(
         name="standard",
         tasks=(
-            TaskSpec(
-                name="equalization",
-                build=equalization_task,
-                kwargs={"n_train": 2000, "n_test": 2000},
-                metric="ser",
-                maximize=False,
-                pretrain_epochs=2,
-                zo_settings={"fisher_period": 160},
-            ),
+            _embedded_equalization(zo_settings={"fisher_period": 160}),
             TaskSpec(
                 name="copying",
                 build=copying_task,

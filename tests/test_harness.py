@@ -37,6 +37,19 @@ def _algorithmic(row):
     return {key: value for key, value in row.items() if key not in MACHINE_COLUMNS}
 
 
+def executed_runs(monkeypatch) -> list:
+    """The specs that ``run_suite`` executes from now on (stored runs it reuses are not in it)."""
+    executed = []
+    real = runner.execute_run
+
+    def counting(spec):
+        executed.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(runner, "execute_run", counting)
+    return executed
+
+
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
@@ -106,16 +119,9 @@ def test_an_interrupted_suite_resumes_without_redoing_completed_runs(tiny_result
     (lost,) = (folder / "runs").glob("digits_ZOI_seed1_step*.json")  # the reported run of seed 1
     lost.unlink()
     kept = {path: path.stat().st_mtime_ns for path in (folder / "runs").iterdir()}
-    executed = []
-    real = runner.execute_run
-
-    def counting(spec):
-        executed.append(spec.key)
-        return real(spec)
-
-    monkeypatch.setattr(runner, "execute_run", counting)
+    executed = executed_runs(monkeypatch)
     results = run_suite(TINY, folder)
-    assert executed == [lost.stem] and lost.exists()
+    assert [spec.key for spec in executed] == [lost.stem] and lost.exists()
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
     assert len(results) == len(pd.read_csv(source / "results.csv"))
 
@@ -183,16 +189,9 @@ def test_stored_runs_with_other_task_settings_are_rerun_for_the_methods_they_cha
     folder = tmp_path / "changed"
     shutil.copytree(source / "runs", folder / "runs")
     task = dataclasses.replace(TINY.tasks[0], zo_settings={"fisher_period": 7})  # read only by ZONP's Fisher
-    executed = []
-    real = runner.execute_run
-
-    def counting(spec):
-        executed.append(spec.method)
-        return real(spec)
-
-    monkeypatch.setattr(runner, "execute_run", counting)
+    executed = executed_runs(monkeypatch)
     run_suite(dataclasses.replace(TINY, tasks=(task,)), folder)
-    assert executed and set(executed) == {"ZONP"}
+    assert executed and {spec.method for spec in executed} == {"ZONP"}
 
 
 def test_ablation_runs_are_distinct_files_and_its_table_counts_late_divergences():
