@@ -1,13 +1,14 @@
 """Ablation of ZONP's late divergence on a chip: learning-rate schedule, step size, damping.
 
-``python -m comparisons.ablation --out results/ablation [--task equalization] [--workers 2]``
-runs every setting of :data:`SETTINGS` on the reported seeds of the ``standard`` suite's
-task (same budget, Q, Fisher period, pretraining), through the harness's own runs (so
-the runs are resumable and measured like the suite's), and writes ``ablation.md``: per
+``python -m comparisons.ablation --out results/ablation [--task equalization|copying] [--seeds ...] [--workers 2]``
+runs every setting of the task's list (:data:`SETTINGS` on equalization,
+:data:`COPYING_SETTINGS` on copying) on the reported seeds of the ``standard`` suite's task
+(same budget, Q, Fisher period, pretraining), through the harness's own runs (so the runs
+are resumable and measured like the suite's), and writes ``ablation_<task>.md``: per
 setting the final training loss (mean +- std and per seed), the runs that diverged late
 (final training loss above 1.5 times their best checkpoint), and the Fisher's share of
-the queries.  The settings are fixed, not tuned: they compare the levers at the step sizes
-where the divergence was seen (0.1) and where the suite's tuning landed.
+the queries.  The settings are fixed, not tuned: on equalization they compare the levers at
+the step size where the divergence was seen (0.1) and where the suite's tuning landed.
 """
 
 from __future__ import annotations
@@ -55,16 +56,27 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def specs(task_name: str = "equalization") -> list[tuple[Setting, RunSpec]]:
-    """Every (setting, run) of the ablation on the ``standard`` suite's task ``task_name``."""
+#: On the copying chip (a 40-step MZI recurrence), where ZONP trailed ZOI, ZOco and SNES in
+#: the standard suite's tuning runs: is it the damping, the refresh policy, or the Fisher itself?
+COPYING_SETTINGS: tuple[Setting, ...] = (
+    Setting("ZONP, lr 0.003 (suite settings: rho 0.1, least_recent)", "ZONP", 0.003),
+    Setting("ZONP, lr 0.003, rho 1", "ZONP", 0.003, {"rho": 1.0}),
+    Setting("ZONP, lr 0.003, refresh sampled (paper)", "ZONP", 0.003, {"fisher_refresh": "sampled"}),
+    Setting("ZOI, lr 0.003", "ZOI", 0.003),
+)
+SETTINGS_BY_TASK = {"equalization": SETTINGS, "copying": COPYING_SETTINGS}
+
+
+def specs(task_name: str = "equalization", seeds: tp.Sequence[int] | None = None) -> list[tuple[Setting, RunSpec]]:
+    """Every (setting, run) of the ablation on the ``standard`` suite's task ``task_name`` (its reported seeds by default)."""
     suite = standard_suite()
     task = {task.name: task for task in suite.tasks}[task_name]
     pairs = []
-    for setting in SETTINGS:
+    for setting in SETTINGS_BY_TASK[task_name]:
         variant = dataclasses.replace(
             task, name=f"{task.name}-{setting.slug}", zo_settings={**task.zo_settings, **setting.overrides}
         )
-        for seed in suite.seeds:
+        for seed in suite.seeds if seeds is None else seeds:
             spec = RunSpec(variant, setting.method, seed, setting.lr, task.budget or suite.budget, suite.checkpoints, "ablation")
             pairs.append((setting, spec))
     return pairs
@@ -76,7 +88,11 @@ def table(pairs: list[tuple[Setting, RunSpec]], records: dict[str, tp.Any]) -> s
         "| setting | seeds | final train loss | per seed | best checkpoint (mean) | late divergences | Fisher share |",
         "|---|---|---|---|---|---|---|",
     ]
-    for setting in SETTINGS:
+    settings: list[Setting] = []
+    for setting, _ in pairs:
+        if not any(setting is seen for seen in settings):
+            settings.append(setting)
+    for setting in settings:
         runs = [records[spec.key] for s, spec in pairs if s is setting]
         final = np.array([run["row"]["loss"] for run in runs], dtype=float)
         best = np.array([min(point["train_loss"] for point in run["curve"]) for run in runs], dtype=float)
@@ -95,12 +111,13 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
     """Entry point of ``python -m comparisons.ablation``."""
     parser = argparse.ArgumentParser(prog="python -m comparisons.ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder of the ablation runs and ablation.md")
-    parser.add_argument("--task", default="equalization", help="a task of the standard suite")
+    parser.add_argument("--task", default="equalization", choices=sorted(SETTINGS_BY_TASK), help="a task of the standard suite")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the suite's reported seeds)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = specs(args.task)
+    pairs = specs(args.task, args.seeds)
     if args.workers > 1:
         executor: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
             args.workers, mp_context=multiprocessing.get_context("spawn")
@@ -114,7 +131,7 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         + table(pairs, records)
         + "\n"
     )
-    write_atomic(out / "ablation.md", text)
+    write_atomic(out / f"ablation_{args.task}.md", text)
     print(text)
 
 
