@@ -239,6 +239,7 @@ def test_an_iteration_begun_before_a_recovery_is_not_asked_further():
     assert optimizer.num_recoveries == 1
     third = optimizer.ask()  # a fresh iteration, not the rest of the stale one
     assert optimizer._pending[third.uid] == (2, 0)
-    for candidate in second + [third]:
+    assert optimizer.asks_left_in_iteration == optimizer.iteration_size - 1  # of the fresh one
+    for candidate in second:  # the stale iteration is finished by its 3 asked points and discarded
         optimizer.tell(candidate, 1.0)
-    assert 1 not in optimizer._iterations
+    assert sorted(optimizer._iterations) == [2] and optimizer.num_steps == 0
