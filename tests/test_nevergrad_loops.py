@@ -6,8 +6,8 @@ several iterations ahead and tell out of order.
 """
 
 import collections
-import math
 import concurrent.futures
+import math
 import warnings
 
 import nevergrad as ng
