@@ -301,7 +301,8 @@ class _ZerothOrder(base.Optimizer):
             if iteration.told == iteration.size:
                 del self._iterations[iteration.index]
         if iteration is None or iteration.asked == iteration.size:
-            if self._stop_at_budget and self.budget is not None and self.num_queries >= self.budget:
+            left = self._queries_left()
+            if self._stop_at_budget and left is not None and left <= 0:
                 raise errors.NevergradEarlyStopping(f"Query budget {self.budget} spent (Fisher queries included)")
             iteration = self._start_iteration()
         index = iteration.asked
@@ -359,7 +360,7 @@ class _ZerothOrder(base.Optimizer):
     def _start_iteration(self) -> _Iteration:
         cfg = self._config
         key = self._num_iterations
-        num_blocks = len(self._bounds) - 1
+        num_blocks = self.num_blocks
         block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
