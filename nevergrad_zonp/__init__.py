@@ -7,7 +7,7 @@ Importing the package registers ``ZONP``, ``ZOI`` and ``ZOco`` in
 from .adapters import HardwareAdapter, MiniBatches, ModelAdapter
 from .optimizers import NAMES, ZOI, ZONP, ZerothOrder, ZOco
 from .oracle import OutputOracle
-from .vectorized import iteration_size, minimize_vectorized
+from .vectorized import iteration_size, minimize_vectorized, uses_fast_path
 
 __all__ = [
     "NAMES",
@@ -21,5 +21,6 @@ __all__ = [
     "MiniBatches",
     "iteration_size",
     "minimize_vectorized",
+    "uses_fast_path",
 ]
 __version__ = "0.1.0"

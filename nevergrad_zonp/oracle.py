@@ -13,7 +13,10 @@ additionally
   (:meth:`OutputOracle.block_outputs`).
 
 :class:`nevergrad_zonp.HardwareAdapter` and :class:`nevergrad_zonp.ModelAdapter` implement
-it; any object with these members works.  Its ``parametrization`` must be a plain
+it; any object with these members works.  An oracle may also offer
+``block_losses(theta, start, deltas, key)`` (the losses of the same settings, shape
+``(V,)``): :func:`~nevergrad_zonp.minimize_vectorized` then evaluates whole ZO iterations
+without building a parameter vector per query (the iteration-level fast path).  Its ``parametrization`` must be a plain
 ``ng.p.Array`` (standardized data = parameters - initial parameters).
 """
 

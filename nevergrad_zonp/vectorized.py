@@ -4,6 +4,12 @@ Nevergrad's ``minimize`` submits one point per executor call, even with
 ``batch_mode=True``.  A ZO iteration (``Q + 1`` points) or an evolution-strategy
 generation (its population) is better evaluated in ONE batched forward, on one
 mini-batch.  :func:`minimize_vectorized` runs that loop for any Nevergrad optimizer.
+
+For the ZO optimizers it goes further when it can (the iteration-level fast path): the
+optimizer asks a whole iteration as a base vector and ``Q + 1`` block deltas
+(``ask_iteration``) and the adapter evaluates the deltas directly (``block_losses``), so
+no Nevergrad candidate and no full parameter vector is built per query.  Same iterates as
+the per-candidate path, for the same seed.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def minimize_vectorized(
     objective: tp.Union[OutputOracle, BatchObjective],
     *,
     callback: tp.Optional[Callback] = None,
+    fast_path: tp.Optional[bool] = None,
 ) -> p.Parameter:
     """Runs ``optimizer`` to its budget, evaluating each iteration/generation in one call.
 
@@ -53,7 +60,11 @@ def minimize_vectorized(
     objective: an adapter (its ``loss_batch(values, key)`` is used, ``key`` = the
         generation index, so every generation sees one mini-batch), or a callable taking
         the list of candidate values of one iteration and returning their losses.
-    callback: called after each told group with ``(optimizer, candidates, losses)``.
+    callback: called after each told group with ``(optimizer, candidates, losses)``; on
+        the fast path ``candidates`` is the :class:`~nevergrad_zonp.optimizers.IterationRequest`.
+    fast_path: ``None`` (default): the iteration-level fast path whenever
+        :func:`uses_fast_path` says it applies; ``False``: always one Nevergrad candidate per
+        query; ``True``: the fast path, or an error saying why it does not apply.
 
     Returns the optimizer's recommendation.  The loop stops when the budget is spent
     (:func:`queries_spent`: Fisher queries included for ZO-NP), or earlier when the
@@ -63,6 +74,15 @@ def minimize_vectorized(
         raise ValueError("minimize_vectorized needs an optimizer with a budget")
     if isinstance(objective, OutputOracle) and hasattr(optimizer, "attach"):
         optimizer.attach(objective)
+    if fast_path is None:
+        fast_path = uses_fast_path(optimizer, objective)
+    elif fast_path and not uses_fast_path(optimizer, objective):
+        raise ValueError(
+            "fast_path=True needs an optimizer with ask_iteration on a plain ng.p.Array, no registered "
+            "ask/tell callbacks, and an objective with block_losses (or a callable on vector lists)"
+        )
+    if fast_path:
+        return _minimize_iterations(optimizer, objective, callback)
     batch_loss = getattr(objective, "loss_batch", None)
     group = iteration_size(optimizer)
     generation = 0
@@ -91,4 +111,39 @@ def minimize_vectorized(
         if callback is not None:
             callback(optimizer, asked, losses)
         generation += 1
+    return optimizer.provide_recommendation()
+
+
+def uses_fast_path(optimizer: base.Optimizer, objective: tp.Any) -> bool:
+    """Whether :func:`minimize_vectorized` can run ``optimizer`` on ``objective`` iteration by iteration.
+
+    It can when the optimizer asks whole iterations (``ask_iteration``, a ZO optimizer on a
+    plain ``ng.p.Array``), no per-candidate ``ask``/``tell`` callback is registered on it
+    (the fast path does not make candidates to call them with), and the objective
+    evaluates block deltas (``block_losses``) or is a plain callable on lists of vectors.
+    """
+    if not getattr(optimizer, "supports_iterations", False):
+        return False
+    if any(optimizer._callbacks.get(name) for name in ("ask", "tell")):
+        return False
+    return hasattr(objective, "block_losses") or not hasattr(objective, "loss_batch")
+
+
+def _minimize_iterations(optimizer: tp.Any, objective: tp.Any, callback: tp.Optional[tp.Callable[..., None]]) -> p.Parameter:
+    """The fast path of :func:`minimize_vectorized`: ``ask_iteration``, one batched evaluation, ``tell_iteration``."""
+    block_losses = getattr(objective, "block_losses", None)
+    while queries_spent(optimizer) < optimizer.budget:
+        try:
+            request = optimizer.ask_iteration()
+        except errors.NevergradEarlyStopping:
+            break
+        if block_losses is not None:
+            losses = np.asarray(block_losses(request.theta, request.start, request.deltas, request.key), dtype=float)
+        else:
+            losses = np.asarray(objective(request.values()), dtype=float)
+        if losses.shape != (request.size,):
+            raise ValueError(f"the objective returned {losses.shape} losses for {request.size} candidates")
+        optimizer.tell_iteration(request, losses)
+        if callback is not None:
+            callback(optimizer, request, losses)
     return optimizer.provide_recommendation()

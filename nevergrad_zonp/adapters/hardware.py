@@ -7,7 +7,9 @@ an analog accelerator, a remote model) into a Nevergrad objective that is also a
 - calling it with a parameter vector returns the mini-batch loss, on the mini-batch the
   optimizer assigned to that vector (so every query of one ZO iteration sees one batch);
 - :meth:`HardwareAdapter.loss_batch` evaluates many vectors in one call (vectorized path);
-- :meth:`HardwareAdapter.block_outputs` returns raw outputs for the black-box Fisher.
+- :meth:`HardwareAdapter.block_outputs` returns raw outputs for the black-box Fisher, and
+  :meth:`HardwareAdapter.block_losses` the losses of settings that differ in one block
+  (a whole ZO iteration asked with ``ask_iteration``).
 
 Every training query goes through one method, which counts it: ``queries`` (parameter
 settings evaluated) and ``sample_forwards`` (queries x mini-batch size).  Evaluations for
@@ -233,16 +235,35 @@ class HardwareAdapter:
 
     def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
         """Outputs ``(V, batch, *event)`` at ``theta`` with ``deltas[v]`` added to ``theta[start:start+n]``."""
+        out, _ = self._block_query(theta, start, deltas, key)
+        return out.numpy()
+
+    def block_losses(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
+        """Mini-batch losses ``(V,)`` at ``theta`` with ``deltas[v]`` added to ``theta[start:start+n]``.
+
+        The loss twin of :meth:`block_outputs` (all ``V`` settings on mini-batch ``key``,
+        counted as ``V`` queries): what a ZO iteration asked with ``ask_iteration`` needs,
+        without building ``V`` full parameter vectors.  NaN or inf outputs give NaN losses.
+        """
+        out, targets = self._block_query(theta, start, deltas, key)
+        return self._losses(out, targets)
+
+    def _block_query(self, theta: tp.Any, start: int, deltas: tp.Any, key: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Counted outputs and targets of the block settings (see :meth:`block_outputs`)."""
         theta, deltas, stop = self._check_block(theta, start, deltas)
         thetas = np.repeat(theta[None], len(deltas), axis=0)
         thetas[:, start:stop] += deltas
         stacked = torch.from_numpy(thetas)
-        out, _ = self._query(len(thetas), key, lambda inputs: self._forward(stacked, inputs))
-        return out.numpy()
+        return self._query(len(thetas), key, lambda inputs: self._forward(stacked, inputs))
 
     def _check_block(self, theta: tp.Any, start: int, deltas: tp.Any) -> tp.Tuple[np.ndarray, np.ndarray, int]:
         theta = self._as_vector(theta)
         deltas = np.atleast_2d(np.asarray(deltas, dtype=np.float64))
+        if deltas.ndim != 2 or not len(deltas):
+            raise ValueError(f"deltas must have shape (V, n) with V >= 1, got {deltas.shape}")
+        if int(start) != start:
+            raise ValueError(f"block start must be an integer, got {start!r}")
+        start = int(start)
         stop = start + deltas.shape[1]
         if start < 0 or stop > self.dimension:
             raise ValueError(f"block [{start}, {stop}) outside the {self.dimension} parameters")

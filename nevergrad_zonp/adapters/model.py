@@ -119,7 +119,8 @@ class ModelAdapter(HardwareAdapter):
                 params[name], in_dims[name] = segment.reshape(count, *shape).to(self.device, dtype), 0
         return self._call(params, in_dims, count, inputs)
 
-    def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
+    def _block_query(self, theta: tp.Any, start: int, deltas: tp.Any, key: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        # Only the tensors the block overlaps get V copies; the others are shared (in_dims None).
         theta, deltas, stop = self._check_block(theta, start, deltas)
         count = len(deltas)
         params: tp.Dict[str, torch.Tensor] = {}
@@ -133,8 +134,7 @@ class ModelAdapter(HardwareAdapter):
                 params[name], in_dims[name] = values_t.to(self.device, dtype), 0
             else:
                 params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
-        out, _ = self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
-        return out.numpy()
+        return self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
 
     def _call(
         self, params: tp.Dict[str, torch.Tensor], in_dims: tp.Dict[str, tp.Optional[int]], count: int, inputs: tp.Any

@@ -6,6 +6,7 @@ the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registere
 """
 
 from .cma_presets import cma_es, population_size
+from .iterations import IterationRequest
 from .nes import SNES, XNES, NaturalEvolutionStrategy
 from .registration import register
 from .zeroth_order import (
@@ -33,6 +34,7 @@ __all__ = [
     "cma_es",
     "population_size",
     "InvalidQueryWarning",
+    "IterationRequest",
     "NaturalPerturbationsInactiveWarning",
     "register",
 ]

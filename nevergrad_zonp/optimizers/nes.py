@@ -37,6 +37,7 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
+from nevergrad_zonp.optimizers.iterations import IterationRequest, plain_array_origin
 from nevergrad_zonp.optimizers.registration import register
 from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes, single_threaded_blas
 
@@ -148,6 +149,9 @@ class _NES(base.Optimizer):
         self._told_noise: list[np.ndarray] = []
         self._told_data: list[np.ndarray] = []
         self._told_losses: list[float] = []
+        self._num_generations = 0
+        self._origin: np.ndarray | None = None  # value at standardized data 0 (plain Array only)
+        self._requested: tuple[int, np.ndarray] | None = None  # generation asked by ask_iteration, not told yet
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
             self.pruning = pruning
@@ -172,7 +176,8 @@ class _NES(base.Optimizer):
         """xNES's ``B`` (``det B = 1``, covariance ``sigma^2 B B^T``); ``None`` for SNES."""
         return None if self._shape is None else self._shape.copy()
 
-    def _internal_ask_candidate(self) -> p.Parameter:
+    def _sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """Noise ``s`` and standardized data ``mu + A s`` of the next sample of the generation."""
         if self._config.mirrored and self._num_sampled % 2 == 1:
             noise = -self._last_noise
         else:
@@ -181,7 +186,10 @@ class _NES(base.Optimizer):
         self._num_sampled += 1
         with single_threaded_blas():
             step = self._sigma * (noise if self._shape is None else self._shape @ noise)
-        data = self._mean + step
+        return noise, self._mean + step
+
+    def _internal_ask_candidate(self) -> p.Parameter:
+        noise, data = self._sample()
         candidate = self.parametrization.spawn_child().set_standardized_data(data)
         self._pending[candidate.uid] = (noise, data)
         return candidate
@@ -194,22 +202,86 @@ class _NES(base.Optimizer):
         self._told_data.append(pending[1])
         self._told_losses.append(loss if loss < FAILED_LOSS else FAILED_LOSS)
         if len(self._told_losses) == self.constants.popsize:
-            losses = np.array(self._told_losses)
-            failed = losses >= FAILED_LOSS
-            self._fallback = None
-            if failed.any() and not failed.all():
-                self._fallback = self._told_data[int(np.argmin(losses))].copy()
-            noise, utilities = np.array(self._told_noise), rank_utilities(losses)
-            with single_threaded_blas():
-                if self._shape is None:
-                    self._update_separable(noise, utilities)
-                else:
-                    self._update_full(noise, utilities, self._shape)
-            self._pending.clear()
-            self._told_data.clear()
-            self._told_noise.clear()
-            self._told_losses.clear()
-            self._num_sampled = 0
+            self._update(np.array(self._told_noise), self._told_data, np.array(self._told_losses))
+
+    def _update(self, noise: np.ndarray, data: tp.Sequence[np.ndarray], losses: np.ndarray) -> None:
+        """The natural-gradient step of one generation (losses already clipped to ``FAILED_LOSS``)."""
+        failed = losses >= FAILED_LOSS
+        self._fallback = None
+        if failed.any() and not failed.all():
+            self._fallback = np.array(data[int(np.argmin(losses))], dtype=np.float64)
+        utilities = rank_utilities(losses)
+        with single_threaded_blas():
+            if self._shape is None:
+                self._update_separable(noise, utilities)
+            else:
+                self._update_full(noise, utilities, self._shape)
+        self._pending.clear()
+        self._told_data.clear()
+        self._told_noise.clear()
+        self._told_losses.clear()
+        self._num_sampled = 0
+        self._num_generations += 1
+
+    # ----- generation-level fast path ------------------------------------------------
+    @property
+    def supports_iterations(self) -> bool:
+        """Whether :meth:`ask_iteration` can be used (a plain ``ng.p.Array`` parametrization)."""
+        if self._origin is None:
+            self._origin = plain_array_origin(self.parametrization)
+        return self._origin is not None
+
+    def ask_iteration(self) -> IterationRequest:
+        """Asks a whole generation (``lambda`` samples) at once, without a Nevergrad candidate per sample.
+
+        The request's ``theta`` is the parametrization's initial value, ``start`` 0 and
+        ``deltas`` the samples' standardized data (shape ``(lambda, n)``): sample ``k`` is
+        ``theta + deltas[k]``, the same value the per-candidate path would give.  Same
+        random draws and updates as ``ask``/``tell`` for the same seed; ``num_ask`` and
+        ``num_tell`` grow by ``lambda``; the samples do not enter Nevergrad's archive.  No
+        sample asked through ``ask`` may be waiting for its tell at that moment; a
+        generation partly told is completed by the request.
+        With a budget, a generation that would pass it is cut to the queries left (its
+        samples are told but make no update, as on the per-candidate path).
+        """
+        if not self.supports_iterations:
+            raise TypeError("ask_iteration needs a plain ng.p.Array parametrization (no bounds, sigma 1); use ask/tell")
+        if self._pending or self._requested is not None:
+            raise RuntimeError(
+                "samples asked through ask() or ask_iteration() are not told yet: tell them before ask_iteration()"
+            )
+        count = self.constants.popsize - len(self._told_losses)  # completes a generation cut short before
+        if self.budget is not None and 0 < self.budget - self.num_ask < count:
+            count = self.budget - self.num_ask  # the rest of the budget, as the per-candidate loop asks it
+        samples = [self._sample() for _ in range(count)]
+        noise = np.array([sample[0] for sample in samples])
+        data = np.array([sample[1] for sample in samples])
+        self._requested = (self._num_generations, noise)
+        self._num_ask += len(data)
+        assert self._origin is not None
+        return IterationRequest(index=self._num_generations, theta=self._origin.copy(), start=0, deltas=data, key=self._num_generations)
+
+    def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
+        """Tells the ``lambda`` losses of the generation asked by :meth:`ask_iteration` and updates.
+
+        NaN, inf and losses above ``FAILED_LOSS`` count as failed (ranked last), as Nevergrad's
+        clipping makes them on the per-candidate path.
+        """
+        values = np.asarray(losses, dtype=np.float64)
+        if values.shape != (request.size,):
+            raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} samples")
+        if self._requested is None or self._requested[0] != request.index:
+            raise ValueError(f"generation {request.index} is not the open generation asked with ask_iteration")
+        noise = self._requested[1]
+        self._requested = None
+        self._num_tell += len(values)
+        clipped = np.where(values < FAILED_LOSS, values, FAILED_LOSS)  # NaN compares False: failed
+        self._told_noise.extend(noise)
+        self._told_data.extend(request.deltas)
+        self._told_losses.extend(clipped.tolist())
+        if len(self._told_losses) == self.constants.popsize:
+            self._update(np.array(self._told_noise), self._told_data, np.array(self._told_losses))
+        # else: a generation cut by the budget, kept (as partial tells are) until it is completed
 
     def _update_separable(self, noise: np.ndarray, utilities: np.ndarray) -> None:
         consts = self.constants

@@ -49,6 +49,7 @@ from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import BlockAdam, zo_gradient
+from .iterations import IterationRequest, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
 
@@ -112,6 +113,7 @@ class _Iteration:
     asked: int = 0
     told: int = 0
     limit: tp.Optional[int] = None
+    fast: bool = False
 
     @property
     def size(self) -> int:
@@ -164,6 +166,7 @@ class _ZerothOrder(base.Optimizer):
         self._num_fisher_updates = 0
         self._num_fisher_skipped = 0
         self._oracle: tp.Optional[OutputOracle] = None
+        self._origin: tp.Optional[np.ndarray] = None  # value at standardized data 0 (plain Array only)
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
             self.pruning = pruning
@@ -271,6 +274,79 @@ class _ZerothOrder(base.Optimizer):
         """The learning-rate schedule in use (``"constant"`` or ``"cosine"``)."""
         return self._lr_schedule
 
+    # ----- iteration-level fast path --------------------------------------------------
+    @property
+    def supports_iterations(self) -> bool:
+        """Whether :meth:`ask_iteration` can be used: the parametrization is a plain ``ng.p.Array``.
+
+        Plain means unbounded, with sigma 1 and no constraint, so that a candidate's value is
+        the initial value plus its standardized data.
+        """
+        if self._origin is None:
+            self._origin = plain_array_origin(self.parametrization)
+        return self._origin is not None
+
+    def ask_iteration(self) -> IterationRequest:
+        """Asks the ``Q + 1`` queries of the next iteration at once, as a base vector and block deltas.
+
+        Same iterates as asking them one by one with ``ask`` (the same random draws, the
+        same Fisher refreshes), without building a Nevergrad candidate per query:
+        ``num_ask`` grows by the request's ``size``; ``num_tell`` when it is told.  The
+        two paths can be mixed, but an iteration partly asked through ``ask`` must be asked
+        to its end first.  Told queries of the fast path do not enter Nevergrad's archive
+        or ``current_bests`` (the recommendation is the optimizer's own, as on the other
+        path), and per-candidate ``ask``/``tell`` callbacks are not called.
+        """
+        if not self.supports_iterations:
+            raise TypeError(
+                "ask_iteration needs a plain ng.p.Array parametrization (no bounds, sigma 1, no constraint); "
+                "use ask/tell"
+            )
+        self._close_stale_iteration()
+        latest = self._iterations.get(self._num_iterations - 1)
+        if latest is not None and latest.asked < latest.size:
+            raise RuntimeError(
+                f"iteration {latest.index} is partly asked through ask() ({latest.asked} of {latest.size}): "
+                "ask the rest of it before ask_iteration()"
+            )
+        left = self._queries_left()
+        if self._stop_at_budget and left is not None and left <= 0:
+            raise errors.NevergradEarlyStopping(f"Query budget {self.budget} spent (Fisher queries included)")
+        iteration = self._start_iteration()
+        iteration.asked = iteration.size
+        iteration.fast = True
+        self._num_ask += iteration.size
+        start, stop = int(self._bounds[iteration.block]), int(self._bounds[iteration.block + 1])
+        deltas = np.zeros((iteration.size, stop - start))
+        deltas[1:] = self._step_size(stop - start) * iteration.directions
+        assert self._origin is not None
+        return IterationRequest(
+            index=iteration.index, theta=self._origin + iteration.base, start=start, deltas=deltas, key=iteration.batch
+        )
+
+    def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
+        """Tells the ``request.size`` losses of an iteration asked with :meth:`ask_iteration`.
+
+        NaN, inf or losses at Nevergrad's clipping value are handled as on the per-candidate
+        path (left out of the estimate; a bad base loss sends the iterate back to its anchor).
+        """
+        values = np.asarray(losses, dtype=np.float64)
+        if values.shape != (request.size,):
+            raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} queries")
+        iteration = self._iterations.get(request.index)
+        if iteration is None or not iteration.fast or iteration.told:
+            raise ValueError(f"iteration {request.index} is not an open iteration asked with ask_iteration (told already?)")
+        bad = ~(np.isfinite(values) & (values < CLIPPED_LOSS))
+        if bad.any():
+            self._warn(
+                f"{int(bad.sum())} non-finite or clipped loss(es) left out of the ZO estimate", InvalidQueryWarning
+            )
+        iteration.losses[:] = np.where(bad, math.nan, values)
+        iteration.told = iteration.size
+        self._num_tell += iteration.size
+        del self._iterations[request.index]
+        self._finish(iteration)
+
     def minimize(self, objective_function: tp.Callable[..., tp.Loss], *args: tp.Any, **kwargs: tp.Any) -> p.Parameter:
         """Nevergrad's ``minimize``, attaching ``objective_function`` first if it is an output oracle.
 
@@ -293,13 +369,17 @@ class _ZerothOrder(base.Optimizer):
         return state
 
     # ----- Nevergrad hooks -----------------------------------------------------------
-    def _internal_ask_candidate(self) -> p.Parameter:
-        iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
+    def _close_stale_iteration(self) -> None:
+        """Cuts the latest iteration short if it was begun before a recovery: its estimate will be discarded."""
+        iteration = self._iterations.get(self._num_iterations - 1)
         if iteration is not None and iteration.epoch != self._num_recoveries and iteration.asked < iteration.size:
-            # Begun before a recovery: its estimate will be discarded, so ask no more of it.
             iteration.limit = iteration.asked
             if iteration.told == iteration.size:
                 del self._iterations[iteration.index]
+
+    def _internal_ask_candidate(self) -> p.Parameter:
+        self._close_stale_iteration()
+        iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
         if iteration is None or iteration.asked == iteration.size:
             left = self._queries_left()
             if self._stop_at_budget and left is not None and left <= 0:
