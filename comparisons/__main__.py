@@ -1,7 +1,8 @@
 """Command line of the comparison harness.
 
 ``python -m comparisons run --suite quick --out results/quick [--workers N]
-[--dask-scheduler ADDRESS] [--fashion-mnist PATH] [--cifar10 PATH] [--tasks NAME ...]`` runs a suite
+[--dask-scheduler ADDRESS] [--fashion-mnist PATH] [--cifar10 PATH] [--tasks NAME ...]
+[--methods NAME ...]`` runs a suite
 (resuming from the run files already in ``--out``), then writes its report;
 ``python -m comparisons report FOLDER`` rewrites the report of stored results.
 """
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fashion-mnist", help="folder of the FashionMNIST idx files (paper suite)")
     run.add_argument("--cifar10", help="folder of CIFAR-10's python batches (paper suite)")
     run.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the suite (default: all)")
+    run.add_argument("--methods", nargs="+", metavar="METHOD", help="run only these methods of the suite (default: all)")
     report = commands.add_parser("report", help="write the report of stored results")
     report.add_argument("folder")
     return parser
@@ -45,8 +47,8 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         suite = paper_suite(fashion_mnist=args.fashion_mnist, cifar10=args.cifar10)
     else:
         suite = SUITES[args.suite]()
-    if args.tasks:
-        suite = suite.restricted_to(args.tasks)
+    if args.tasks or args.methods:
+        suite = suite.restricted_to(args.tasks, args.methods)
     client = None
     if args.dask_scheduler:
         from distributed import Client

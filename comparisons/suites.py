@@ -130,14 +130,27 @@ class Suite:
         """Runs before any grid extension: the initial grid on every tuning seed plus one run per seed, per task and method."""
         return len(self.tasks) * len(self.methods) * (self.grid_size * len(self.tuning_seeds) + len(self.seeds))
 
-    def restricted_to(self, names: tp.Iterable[str]) -> "Suite":
-        """The same suite on the tasks named ``names`` only (same seeds, grids, budgets)."""
-        names = list(names)
-        known = [task.name for task in self.tasks]
-        unknown = sorted(set(names) - set(known))
-        if unknown:
-            raise ValueError(f"suite {self.name!r} has no task {unknown}; its tasks are {known}")
-        return dataclasses.replace(self, tasks=tuple(task for task in self.tasks if task.name in names))
+    def restricted_to(self, names: tp.Iterable[str] | None = None, methods: tp.Iterable[str] | None = None) -> "Suite":
+        """The same suite on the tasks named ``names`` and the methods ``methods`` only (``None``: all).
+
+        Seeds, grids and budgets are unchanged, so the runs are those of the whole suite:
+        run a part now and the rest later into the same folder.
+        """
+        suite = self
+        if names is not None:
+            names = list(names)
+            known = [task.name for task in self.tasks]
+            unknown = sorted(set(names) - set(known))
+            if unknown:
+                raise ValueError(f"suite {self.name!r} has no task {unknown}; its tasks are {known}")
+            suite = dataclasses.replace(suite, tasks=tuple(task for task in self.tasks if task.name in names))
+        if methods is not None:
+            methods = list(methods)
+            unknown = sorted(set(methods) - set(self.methods))
+            if unknown:
+                raise ValueError(f"suite {self.name!r} has no method {unknown}; its methods are {list(self.methods)}")
+            suite = dataclasses.replace(suite, methods=tuple(name for name in self.methods if name in methods))
+        return suite
 
     def settings(self) -> dict[str, tp.Any]:
         """JSON-friendly description of the whole suite."""

@@ -181,6 +181,12 @@ def test_a_suite_restricted_to_some_tasks_keeps_its_protocol_and_refuses_unknown
     assert (copying.seeds, copying.tuning_seeds, copying.budget) == (paper.seeds, paper.tuning_seeds, paper.budget)
     with pytest.raises(ValueError, match="no task.*'digits'"):
         paper.restricted_to(["copying", "digits"])
+    zo = paper.restricted_to(methods=["ZOI", "ZONP"])
+    assert zo.methods == ("ZONP", "ZOI") and zo.tasks == paper.tasks
+    both = paper.restricted_to(["copying"], ["ZONP"])
+    assert both.methods == ("ZONP",) and [task.name for task in both.tasks] == ["copying"]
+    with pytest.raises(ValueError, match="no method.*'NES'"):
+        paper.restricted_to(methods=["NES"])
 
 
 def test_stored_runs_with_other_task_settings_are_rerun_for_the_methods_they_change(tiny_results, tmp_path, monkeypatch):
@@ -208,3 +214,48 @@ def test_ablation_runs_are_distinct_files_and_its_table_counts_late_divergences(
     assert len(rows) == len(ablation.SETTINGS)
     assert "| 1 of 5 |" in rows[0] and all("| 0 of 5 |" in row for row in rows[1:])
     assert rows[0].endswith("| 10.0 % |") and rows[-1].endswith("| 0.0 % |")
+
+
+def test_a_seeds_pretrained_model_is_stored_once_and_gives_the_same_run(tmp_path, monkeypatch):
+    from nevergrad_zonp.tasks import base
+
+    task = TaskSpec("equalization", standard_suite().tasks[0].build, kwargs={"n_train": 200, "n_test": 100},
+                    metric="ser", maximize=False, pretrain_epochs=2)
+    trained = []
+    real = base.pretrain
+    monkeypatch.setattr(runner, "pretrain", lambda *args, **kwargs: trained.append(1) or real(*args, **kwargs))
+    uncached = execute_run(RunSpec(task, "ZOI", 0, 0.01, 300, 2, "final"))
+    cache = str(tmp_path / "pretrained")
+    first = execute_run(RunSpec(task, "ZOI", 0, 0.01, 300, 2, "final", pretrained_cache=cache))
+    second = execute_run(RunSpec(task, "ZONP", 0, 0.03, 300, 2, "final", pretrained_cache=cache))
+    again = execute_run(RunSpec(task, "ZOI", 0, 0.01, 300, 2, "final", pretrained_cache=cache))
+    assert len(trained) == 2  # without the cache, then once for seed 0
+    assert len(list((tmp_path / "pretrained").iterdir())) == 1
+    assert _algorithmic(first["row"]) == _algorithmic(uncached["row"]) == _algorithmic(again["row"])
+    assert second["row"]["initial_loss"] == first["row"]["initial_loss"]
+    other_seed = execute_run(RunSpec(task, "ZOI", 1, 0.01, 300, 2, "final", pretrained_cache=cache))
+    assert len(trained) == 3 and other_seed["row"]["initial_loss"] != first["row"]["initial_loss"]
+    changed = dataclasses.replace(task, pretrain_epochs=1)
+    execute_run(RunSpec(changed, "ZOI", 0, 0.01, 300, 2, "final", pretrained_cache=cache))
+    assert len(trained) == 4  # other pretraining settings: another file
+
+
+def test_a_suite_run_in_parts_reports_all_of_them(tiny_results, tmp_path):
+    source, expected = tiny_results
+    folder = tmp_path / "parts"
+    shutil.copytree(source / "runs", folder / "runs")
+    run_suite(TINY.restricted_to(methods=["ZOI"]), folder)
+    results = run_suite(TINY.restricted_to(methods=["ZONP"]), folder)
+    assert set(results["optimizer_name"]) == {"ZONP"}
+    merged = pd.read_csv(folder / "results.csv")
+    machine = list(MACHINE_COLUMNS)
+    key = ["optimizer_name", "phase", "seed", "step_size"]
+    pd.testing.assert_frame_equal(
+        merged.drop(columns=machine).sort_values(key).reset_index(drop=True),
+        expected.drop(columns=machine).sort_values(key).reset_index(drop=True),
+        check_dtype=False,
+    )
+    tuning = json.loads((folder / "tuning.json").read_text())
+    assert set(tuning["digits"]) == {"ZONP", "ZOI"}
+    assert json.loads((folder / "settings.json").read_text())["methods"] == ["ZOI", "ZONP"]
+    assert "ZOI" in write_report(folder).read_text()

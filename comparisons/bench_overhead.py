@@ -1,0 +1,144 @@
+"""Optimizer + framework overhead per ZO iteration against the batched forward, on both paths.
+
+For each workload a ZO optimizer runs ``--iterations`` iterations through
+:func:`nevergrad_zonp.minimize_vectorized`, once on the per-candidate path (one Nevergrad
+candidate per query: ``ask``/``tell``, the adapter's ``loss_batch``) and once on the
+iteration-level fast path (``ask_iteration``/``tell_iteration``, the adapter's
+``block_losses``).  The time spent inside the adapter's forward call (the vmapped
+``functional_call`` on the mini-batch, Fisher Jacobian forwards included) is measured
+separately; everything else in the loop is *overhead*: Nevergrad, the optimizer (sampling,
+estimate, Adam, Fisher factorisation), parameter assembly and the loss.
+
+Workloads: digits CNN (2,654 parameters, batch 50) at Q = 10 and 100, the equalization
+chip (564 parameters, Q = 10), the 33,642-parameter CIFAR Mixer (synthetic CIFAR-shaped
+data, batch 100) at Q = 100.  One torch thread.  Run:
+``python comparisons/bench_overhead.py [--iterations 40] [--repeats 3] [--workloads ...]``;
+writes a markdown table to stdout (and ``--out FILE`` as JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import typing as tp
+import warnings
+
+WORKLOADS = ("digits-q10", "digits-q100", "equalization-q10", "mixer33k-q100")
+
+
+def _adapter(workload: str) -> tp.Tuple[tp.Any, int]:
+    from nevergrad_zonp import ModelAdapter
+    from nevergrad_zonp.tasks.cifar import mixer_task, synthetic_cifar10
+    from nevergrad_zonp.tasks.equalization import equalization_task
+    from nevergrad_zonp.tasks.images import digits_task
+
+    if workload.startswith("digits"):
+        task, batch, on = digits_task(seed=0), 50, "model"
+    elif workload.startswith("equalization"):
+        task, batch, on = equalization_task(seed=0, n_train=2000, n_test=200), 100, "chip"
+    elif workload.startswith("mixer33k"):
+        train, test = synthetic_cifar10(n_train=500, n_test=10, seed=0)
+        task, batch, on = mixer_task(train, test, size="small", seed=0), 100, "model"
+    else:
+        raise ValueError(f"unknown workload {workload!r}; known: {WORKLOADS}")
+    q = int(workload.rsplit("-q", 1)[1])
+    return ModelAdapter.from_task(task, on=on, batch_size=batch, seed=0), q
+
+
+class _ForwardTimer:
+    """Wraps an adapter's forward calls (loss and Fisher paths) and sums their wall time."""
+
+    def __init__(self, adapter: tp.Any) -> None:
+        self.seconds = 0.0
+        original = adapter._call
+
+        def timed(*args: tp.Any, **kwargs: tp.Any) -> tp.Any:
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - began
+
+        adapter._call = timed
+
+
+def measure(workload: str, sampler: str, fast: bool, iterations: int) -> dict:
+    import numpy as np
+    import torch
+
+    from nevergrad_zonp import ZerothOrder, minimize_vectorized
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    adapter, q = _adapter(workload)
+    # A budget of exactly `iterations` iterations; ZONP refreshes a block Fisher every 10 iterations.
+    optimizer = ZerothOrder(sampler=sampler, num_directions=q, lr=1e-3, fisher_period=10)(
+        parametrization=adapter.parametrization, budget=10**9
+    )
+    optimizer.attach(adapter)
+    # warm-up iteration (vmap tracing, allocator), not timed
+    optimizer.budget = q + 1
+    minimize_vectorized(optimizer, adapter, fast_path=fast)
+    timer = _ForwardTimer(adapter)
+    queries = adapter.queries
+    optimizer.budget = queries + iterations * (q + 1) + 10**6  # no budget end inside the window
+    steps = optimizer.num_steps
+    began = time.perf_counter()
+    count = 0
+
+    def stop(opt: tp.Any, *_: tp.Any) -> None:
+        nonlocal count
+        count += 1
+        if count >= iterations:
+            opt.budget = adapter.queries  # ends the loop after this iteration
+
+    minimize_vectorized(optimizer, adapter, callback=stop, fast_path=fast)
+    total = time.perf_counter() - began
+    return {
+        "workload": workload,
+        "method": "ZONP" if sampler == "natural" else "ZOI",
+        "path": "fast" if fast else "per-candidate",
+        "parameters": adapter.dimension,
+        "q": q,
+        "iterations": optimizer.num_steps - steps,
+        "queries": adapter.queries - queries,
+        "ms_per_iteration": 1e3 * total / iterations,
+        "forward_ms": 1e3 * timer.seconds / iterations,
+        "overhead_ms": 1e3 * (total - timer.seconds) / iterations,
+        "overhead_share": (total - timer.seconds) / timer.seconds if timer.seconds else float(np.nan),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--methods", nargs="+", default=["ZOI", "ZONP"], choices=["ZOI", "ZONP"])
+    parser.add_argument("--out", help="JSON file of all measurements")
+    args = parser.parse_args()
+    rows = []
+    print("| workload | N | Q | method | path | ms / iteration | forward ms | overhead ms | overhead / forward |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for workload in args.workloads:
+        for method in args.methods:
+            for fast in (False, True):
+                runs = [measure(workload, "natural" if method == "ZONP" else "isotropic", fast, args.iterations) for _ in range(args.repeats)]
+                rows.extend(runs)
+                med = {key: statistics.median(run[key] for run in runs) for key in ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share")}
+                first = runs[0]
+                print(
+                    f"| {workload} | {first['parameters']:,} | {first['q']} | {method} | {first['path']} | "
+                    f"{med['ms_per_iteration']:.1f} | {med['forward_ms']:.1f} | {med['overhead_ms']:.2f} | "
+                    f"{100 * med['overhead_share']:.1f} % |",
+                    flush=True,
+                )
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
