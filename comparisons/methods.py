@@ -74,7 +74,7 @@ def _cma(num_directions: int, step_size: float, dimension: int, _: tp.Mapping[st
 
 
 #: Settings that only the Fisher of ZO-NP reads: ZO-I and ZO-co runs do not depend on them.
-FISHER_SETTINGS = frozenset({"rho", "fisher_period", "fd_step", "smoothing", "fisher_refresh"})
+FISHER_SETTINGS = frozenset({"rho", "fisher_period", "fd_step", "smoothing", "fisher_refresh", "fisher_rank", "fisher_storage"})
 
 
 def _without_fisher(key: str) -> bool:

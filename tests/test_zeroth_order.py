@@ -353,3 +353,65 @@ def test_sampling_is_independent_of_torch_global_state():
     torch.manual_seed(999)
     b = [second.ask().value for _ in range(11)]
     np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16", "float64"])
+@pytest.mark.parametrize("rank", [None, 30, 4])
+def test_compact_and_low_precision_fishers_keep_the_sampling_statistics(rank, storage):
+    """Rank >= the Fisher's rank (4 here) loses nothing; float16 storage keeps the covariance to ~1e-3."""
+    n, rho = 30, 0.1
+    fisher = random_fisher(n, rank=4, seed=0)
+    sampler = NaturalSampler(damping=rho, smoothing=1.0, rank=rank, storage=storage)
+    assert sampler.update(0, fisher)
+    expected = normalised_natural_covariance(fisher, rho)
+    tolerance = 5e-3 if storage == "float16" else 1e-5
+    np.testing.assert_allclose(sampler.covariance(0, n), expected, rtol=0, atol=tolerance * np.abs(expected).max())
+    draws = sampler.sample(np.random.RandomState(1), 0, n, 200_000)
+    empirical = draws.T @ draws / len(draws)
+    assert np.linalg.norm(empirical - expected) / np.linalg.norm(expected) < 0.02
+    stored = sampler.factors[0]
+    assert stored.dtype == np.dtype(storage)
+    assert stored.shape == ((n, n) if rank is None else (n, min(rank, n)))
+    assert sampler.block_bytes(n) == (stored.nbytes if rank is None else stored.nbytes + 8 * min(rank, n))
+
+
+def test_a_truncated_rank_drops_the_small_eigenvalues_only():
+    n, rho, rank = 20, 0.1, 3
+    fisher = random_fisher(n, rank=8, seed=3)
+    compact = NaturalSampler(damping=rho, smoothing=1.0, rank=rank)
+    assert compact.update(0, fisher)
+    normalised = fisher * n / np.trace(fisher)
+    values, vectors = np.linalg.eigh(normalised)
+    top = vectors[:, -rank:]
+    truncated = (top * values[-rank:]) @ top.T
+    np.testing.assert_allclose(compact.covariance(0, n), np.linalg.inv(truncated + rho * np.eye(n)), rtol=1e-4, atol=1e-4)
+    full = NaturalSampler(damping=rho, smoothing=1.0)
+    full.update(0, fisher)
+    assert np.linalg.norm(compact.covariance(0, n) - full.covariance(0, n)) > 1e-2  # the test can tell them apart
+
+
+def test_compact_smoothing_blends_with_the_stored_low_rank_estimate():
+    n, rho = 16, 0.1
+    first, second = random_fisher(n, rank=2, seed=1), random_fisher(n, rank=2, seed=2)
+    compact = NaturalSampler(damping=rho, smoothing=0.5, rank=n)  # full rank: must equal the dense form
+    dense = NaturalSampler(damping=rho, smoothing=0.5)
+    for fisher in (first, second):
+        assert compact.update(0, fisher) and dense.update(0, fisher)
+    np.testing.assert_allclose(compact.covariance(0, n), dense.covariance(0, n), rtol=1e-4, atol=1e-4)
+    assert not compact.fishers  # no dense matrix kept
+
+
+def test_compact_fisher_optimizer_trains_and_its_memory_check_counts_the_basis():
+    blocks = block_bounds(4096, 4096)
+    with pytest.raises(MemoryError, match="fisher_rank"):
+        check_fisher_memory(blocks, 1, 4, available=10**7)
+    compact_bytes = check_fisher_memory(blocks, 1, 4, available=10**9, rank=16)
+    assert compact_bytes < 4 * 4096 * 16 + 8 * 16 + 3 * 8 * 4096**2 + 1
+    for bad in ({"fisher_rank": 0}, {"fisher_rank": 2.5}, {"fisher_storage": "int8"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            nevergrad_zonp.ZerothOrder(**bad)
+    opt = nevergrad_zonp.ZerothOrder(fisher_rank=5, fisher_storage="float16", num_directions=20)(parametrization=12, budget=10**4)
+    opt._sampler.update(0, random_fisher(12, rank=3, seed=4))
+    assert opt._sampler.factors[0].shape == (12, 5) and opt._sampler.factors[0].dtype == np.float16
+    iteration = opt._start_iteration()
+    assert iteration.directions.shape == (20, 12) and np.all(np.isfinite(iteration.directions))

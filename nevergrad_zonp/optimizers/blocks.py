@@ -32,21 +32,33 @@ def block_bounds(dimension: int, max_block_size: int) -> np.ndarray:
 
 
 def check_fisher_memory(
-    bounds: np.ndarray, matrices_per_block: int, itemsize: int, available: int | None = None
+    bounds: np.ndarray,
+    matrices_per_block: int,
+    itemsize: int,
+    available: int | None = None,
+    rank: int | None = None,
 ) -> int:
-    """Worst-case bytes of the per-block matrices; raises ``MemoryError`` if they cannot fit.
+    """Worst-case bytes of the per-block Fisher store; raises ``MemoryError`` if they cannot fit.
 
-    Called before anything is allocated.  ``matrices_per_block`` dense ``n_b x n_b``
-    matrices of ``itemsize`` bytes are counted for every block, plus the transient
-    Cholesky work space of the largest block (float64).
+    Called before anything is allocated.  Full form (``rank=None``): ``matrices_per_block``
+    dense ``n_b x n_b`` matrices of ``itemsize`` bytes for every block.  Compact form: an
+    ``n_b x r`` basis and ``r`` eigenvalues per block.  Plus the transient float64 work
+    space of the largest block's refresh (Fisher, factorisation, eigenvectors).
     """
     sizes = np.diff(bounds).astype(np.float64)
-    needed = matrices_per_block * itemsize * float(np.sum(sizes**2)) + 3 * 8 * float(sizes.max() ** 2)
+    if rank is None:
+        stored = matrices_per_block * itemsize * float(np.sum(sizes**2))
+        form = f"{matrices_per_block} dense n_b x n_b matrix(es) per block"
+    else:
+        ranks = np.minimum(sizes, rank)
+        stored = itemsize * float(np.sum(sizes * ranks)) + 8 * float(np.sum(ranks))
+        form = f"an n_b x {rank} basis per block"
+    needed = stored + 3 * 8 * float(sizes.max() ** 2)
     available = available_memory_bytes() if available is None else available
     if needed > available:
+        advice = "lower max_block_size (N_max)" + (" or use fisher_rank" if rank is None else " or fisher_rank")
         raise MemoryError(
             f"Fisher matrices for {len(sizes)} block(s) of up to {int(sizes.max())} parameters need "
-            f"{needed / 2**30:.2f} GiB ({matrices_per_block} dense n_b x n_b matrix(es) per block) but only "
-            f"{available / 2**30:.2f} GiB are available: lower max_block_size (N_max)."
+            f"{needed / 2**30:.2f} GiB ({form}) but only {available / 2**30:.2f} GiB are available: {advice}."
         )
     return int(needed)

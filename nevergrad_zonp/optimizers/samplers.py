@@ -9,7 +9,8 @@ Each sampler draws ``Q`` directions for a block of ``n`` coordinates (DESIGN.md 
   ``Sigma_b = (F~_b + rho I)^-1``, ``F~_b = n F_b / tr F_b`` the trace-normalised Fisher of
   the block.  With ``F~_b + rho I = L L^T`` the draw is ``u = L^-T r``, ``r ~ N(0, I)``: one
   Cholesky per refresh, one triangular solve per draw, no explicit inverse.  As
-  ``rho -> inf`` it becomes ZO-I.
+  ``rho -> inf`` it becomes ZO-I.  A compact form keeps the ``r`` leading eigenpairs of
+  ``F~_b`` instead (``O(n r)`` memory and time per draw).
 
 The optimizer rescales every direction to norm ``sqrt(n)`` by default, so only the *shape*
 of the covariance matters.
@@ -43,33 +44,73 @@ class CoordinateSampler:
         return directions
 
 
+STORAGE_DTYPES = ("float32", "float16", "float64")
+
+
 class NaturalSampler:
     """ZO-NP: Gaussian directions with covariance ``(F~_b + rho I)^-1`` per block.
 
     Blocks whose Fisher has never been estimated use ``F_b = I``, i.e. isotropic directions.
-    The Cholesky factor of each refreshed block is stored (float32 halves the memory of the
-    ``B x n_b^2`` store; the factorisation itself runs in float64).  With smoothing
-    ``alpha < 1`` the trace-normalised Fisher is stored as well, to be blended with the next
-    estimate: ``F_b <- alpha F_new + (1 - alpha) F_b``.
+
+    Full form (``rank=None``, the paper's): the Cholesky factor of each refreshed block is
+    stored (``B x n_b^2`` numbers; the factorisation itself runs in float64).  With
+    smoothing ``alpha < 1`` the trace-normalised Fisher is stored as well, to be blended
+    with the next estimate: ``F_b <- alpha F_new + (1 - alpha) F_b``.
+
+    Compact form (``rank=r``): the ``r`` leading eigenpairs ``V, lam`` of the
+    trace-normalised Fisher are stored (``n_b r`` numbers), the rest of its spectrum is
+    dropped, and the covariance is ``(V diag(lam) V^T + rho I)^-1 =
+    (I - V diag(lam / (lam + rho)) V^T) / rho`` (Woodbury).  A draw is
+    ``u = (r - V diag(1 - sqrt(rho / (lam + rho))) V^T r) / sqrt(rho)`` with ``r ~ N(0, I)``:
+    ``O(n_b r)`` time and memory, exact for ``r >= n_b``.  A trace-normalised Fisher
+    estimated from a mini-batch of ``m`` samples with ``k`` outputs each has rank at most
+    ``m k``, so a rank of that order loses nothing.  Smoothing blends the new estimate with
+    the stored low-rank one.
+
+    ``storage`` is the dtype of the stored matrices (``"float32"`` by default, half of
+    float64; ``"float16"`` halves it again and is cast to float32 for each draw).
     """
 
     uses_fisher = True
-    storage = np.float32
 
-    def __init__(self, damping: float, smoothing: float) -> None:
+    def __init__(self, damping: float, smoothing: float, rank: int | None = None, storage: str = "float32") -> None:
         if not damping > 0:
             raise ValueError(f"rho (damping) must be positive, got {damping}")
         if not 0 < smoothing <= 1:
             raise ValueError(f"alpha (smoothing) must be in (0, 1], got {smoothing}")
+        if rank is not None and (int(rank) != rank or rank < 1):
+            raise ValueError(f"fisher_rank must be a positive integer or None, got {rank!r}")
+        if storage not in STORAGE_DTYPES:
+            raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {storage!r}")
         self.damping = damping
         self.smoothing = smoothing
+        self.rank = None if rank is None else int(rank)
+        self.storage = np.dtype(storage)
         self.factors: dict[int, np.ndarray] = {}
+        self.eigenvalues: dict[int, np.ndarray] = {}
         self.fishers: dict[int, np.ndarray] = {}
 
     @property
     def matrices_per_block(self) -> int:
-        """Dense matrices stored per refreshed block (factor, plus the Fisher when smoothing)."""
+        """Dense ``n_b x n_b`` matrices stored per refreshed block in the full form (factor, plus the Fisher when smoothing)."""
         return 1 if self.smoothing == 1 else 2
+
+    def block_bytes(self, size: int) -> int:
+        """Bytes stored for a refreshed block of ``size`` parameters."""
+        if self.rank is None:
+            return self.matrices_per_block * self.storage.itemsize * size * size
+        rank = min(self.rank, size)
+        return self.storage.itemsize * size * rank + 8 * rank
+
+    def _dense_previous(self, block: int, size: int) -> np.ndarray:
+        if self.rank is None:
+            previous = self.fishers.get(block)
+            return np.eye(size) if previous is None else previous.astype(np.float64)
+        basis = self.factors.get(block)
+        if basis is None:
+            return np.eye(size)
+        basis = basis.astype(np.float64)
+        return (basis * self.eigenvalues[block]) @ basis.T
 
     def update(self, block: int, fisher: np.ndarray) -> bool:
         """Blends in a new Fisher estimate for ``block`` and refactorises.
@@ -83,15 +124,23 @@ class NaturalSampler:
             return False
         normalised = fisher * (size / trace)
         if self.smoothing < 1:
-            previous = self.fishers.get(block)
-            previous = np.eye(size) if previous is None else previous.astype(np.float64)
-            normalised = self.smoothing * normalised + (1 - self.smoothing) * previous
-            self.fishers[block] = normalised.astype(self.storage)
-        system = 0.5 * (normalised + normalised.T) + self.damping * np.eye(size)
+            normalised = self.smoothing * normalised + (1 - self.smoothing) * self._dense_previous(block, size)
+        symmetric = 0.5 * (normalised + normalised.T)
+        if self.rank is not None:
+            try:
+                values, vectors = np.linalg.eigh(symmetric)
+            except np.linalg.LinAlgError:
+                return False
+            keep = min(self.rank, size)
+            self.eigenvalues[block] = np.maximum(values[::-1][:keep], 0.0)
+            self.factors[block] = np.ascontiguousarray(vectors[:, ::-1][:, :keep]).astype(self.storage)
+            return True
         try:
-            factor = np.linalg.cholesky(system)
+            factor = np.linalg.cholesky(symmetric + self.damping * np.eye(size))
         except np.linalg.LinAlgError:
             return False
+        if self.smoothing < 1:
+            self.fishers[block] = normalised.astype(self.storage)
         self.factors[block] = factor.astype(self.storage)
         return True
 
@@ -100,13 +149,25 @@ class NaturalSampler:
         factor = self.factors.get(block)
         if factor is None:
             return np.eye(size) / (1 + self.damping)
+        if self.rank is not None:
+            basis = factor.astype(np.float64)
+            values = self.eigenvalues[block]
+            return (np.eye(size) - (basis * (values / (values + self.damping))) @ basis.T) / self.damping
         inv_factor = solve_triangular(factor.astype(np.float64), np.eye(size), lower=True)
         return inv_factor.T @ inv_factor
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
-        """``num`` draws ``u = L^-T r`` of the block's natural-perturbation Gaussian, shape ``(num, size)``."""
+        """``num`` draws of the block's natural-perturbation Gaussian, shape ``(num, size)``."""
         noise = rng.normal(size=(size, num))
         factor = self.factors.get(block)
         if factor is None:
             return noise.T / np.sqrt(1 + self.damping)
-        return solve_triangular(factor, noise.astype(self.storage), lower=True, trans="T").T.astype(np.float64)
+        work = np.float64 if self.storage == np.float64 else np.float32
+        if self.rank is not None:
+            basis = factor.astype(work, copy=False)
+            values = self.eigenvalues[block]
+            shrink = (1.0 - np.sqrt(self.damping / (values + self.damping))).astype(work)
+            draws = noise.T.astype(work)
+            draws = draws - ((draws @ basis) * shrink) @ basis.T
+            return draws.astype(np.float64) / np.sqrt(self.damping)
+        return solve_triangular(factor.astype(work, copy=False), noise.astype(work), lower=True, trans="T").T.astype(np.float64)

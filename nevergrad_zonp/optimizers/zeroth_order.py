@@ -51,7 +51,7 @@ from .blocks import block_bounds, check_fisher_memory
 from .estimator import BlockAdam, zo_gradient
 from .iterations import IterationRequest, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
-from .samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
+from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
 
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
 CLIPPED_LOSS = 5.0e20
@@ -139,9 +139,12 @@ class _ZerothOrder(base.Optimizer):
         num_blocks = len(self._bounds) - 1
         self._sampler: tp.Union[NaturalSampler, IsotropicSampler, CoordinateSampler]
         if cfg.sampler == "natural":
-            self._sampler = NaturalSampler(damping=cfg.rho, smoothing=cfg.smoothing)
-            itemsize = np.dtype(NaturalSampler.storage).itemsize
-            check_fisher_memory(self._bounds, self._sampler.matrices_per_block, itemsize)
+            self._sampler = NaturalSampler(
+                damping=cfg.rho, smoothing=cfg.smoothing, rank=cfg.fisher_rank, storage=cfg.fisher_storage
+            )
+            check_fisher_memory(
+                self._bounds, self._sampler.matrices_per_block, self._sampler.storage.itemsize, rank=cfg.fisher_rank
+            )
         elif cfg.sampler == "isotropic":
             self._sampler = IsotropicSampler()
         else:
@@ -624,6 +627,15 @@ class ZerothOrder(base.ConfiguredOptimizer):
         steps on it).  With ``B`` blocks and ``R`` refreshes, ``"sampled"`` leaves a block
         without a Fisher with probability ``(1 - 1/B)^R`` (21 % at B = 7, R = 10);
         ``"least_recent"`` covers every block once ``R >= B``.
+    fisher_rank: int or None
+        ``None`` (default, the paper's): the full ``n_b x n_b`` Cholesky factor of every
+        block's ``F~_b + rho I`` is stored.  ``r``: only the ``r`` leading eigenpairs of
+        ``F~_b`` are (``n_b r`` numbers per block, draws in ``O(n_b r)``, the rest of the
+        spectrum treated as 0; exact for ``r >= n_b``), for networks whose ``B n_b^2``
+        store does not fit.
+    fisher_storage: str
+        dtype of the stored Fisher matrices: ``"float32"`` (default), ``"float16"`` (half the
+        memory; cast to float32 for each draw) or ``"float64"``.
     """
 
     def __init__(
@@ -642,6 +654,8 @@ class ZerothOrder(base.ConfiguredOptimizer):
         normalize: bool = True,
         lr_schedule: tp.Optional[str] = None,
         fisher_refresh: str = "sampled",
+        fisher_rank: tp.Optional[int] = None,
+        fisher_storage: str = "float32",
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -675,4 +689,10 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.normalize = normalize
         self.lr_schedule = lr_schedule
         self.fisher_refresh = fisher_refresh
+        if fisher_rank is not None and (int(fisher_rank) != fisher_rank or fisher_rank < 1):
+            raise ValueError(f"fisher_rank must be a positive integer or None, got {fisher_rank!r}")
+        if fisher_storage not in STORAGE_DTYPES:
+            raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {fisher_storage!r}")
+        self.fisher_rank = None if fisher_rank is None else int(fisher_rank)
+        self.fisher_storage = fisher_storage
         super().__init__(_ZerothOrder, config, as_config=True)
