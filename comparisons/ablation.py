@@ -1,6 +1,6 @@
 """Ablation of ZONP's late divergence on a chip: learning-rate schedule, step size, damping.
 
-``python -m comparisons.ablation --out results/ablation [--task equalization|copying] [--seeds ...] [--workers 2]``
+``python -m comparisons.ablation --out results/ablation [--task equalization|copying] [--study levers|compact] [--seeds ...] [--workers 2]``
 runs every setting of the task's list (:data:`SETTINGS` on equalization,
 :data:`COPYING_SETTINGS` on copying) on the reported seeds of the ``standard`` suite's task
 (same budget, Q, Fisher period, pretraining), through the harness's own runs (so the runs
@@ -9,6 +9,8 @@ setting the final training loss (mean +- std and per seed), the runs that diverg
 (final training loss above 1.5 times their best checkpoint), and the Fisher's share of
 the queries.  The settings are fixed, not tuned: on equalization they compare the levers at
 the step size where the divergence was seen (0.1) and where the suite's tuning landed.
+``--study compact`` runs :data:`COMPACT_SETTINGS` instead (``fisher_rank``, float16
+factors) and writes ``ablation_<task>_compact.md``.
 """
 
 from __future__ import annotations
@@ -66,13 +68,33 @@ COPYING_SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS_BY_TASK = {"equalization": SETTINGS, "copying": COPYING_SETTINGS}
 
+#: The compact Fisher (``fisher_rank``) and half-precision factors against the full float32
+#: factor, at the step size the standard suite chose for ZONP on each chip.  Equalization
+#: blocks have 282 parameters and a mini-batch Fisher of rank <= 200 (100 symbols, complex
+#: outputs); copying blocks 453, of full rank.
+COMPACT_SETTINGS: dict[str, tuple[Setting, ...]] = {
+    "equalization": (
+        Setting("ZONP, full Fisher (float32 Cholesky factor)", "ZONP", 0.0173),
+        Setting("ZONP, fisher_rank 64", "ZONP", 0.0173, {"fisher_rank": 64}),
+        Setting("ZONP, fisher_rank 16", "ZONP", 0.0173, {"fisher_rank": 16}),
+        Setting("ZONP, full Fisher, float16 factor", "ZONP", 0.0173, {"fisher_storage": "float16"}),
+    ),
+    "copying": (
+        Setting("ZONP, full Fisher (float32 Cholesky factor)", "ZONP", 0.003),
+        Setting("ZONP, fisher_rank 64", "ZONP", 0.003, {"fisher_rank": 64}),
+    ),
+}
+STUDIES = {"levers": SETTINGS_BY_TASK, "compact": COMPACT_SETTINGS}
 
-def specs(task_name: str = "equalization", seeds: tp.Sequence[int] | None = None) -> list[tuple[Setting, RunSpec]]:
-    """Every (setting, run) of the ablation on the ``standard`` suite's task ``task_name`` (its reported seeds by default)."""
+
+def specs(
+    task_name: str = "equalization", seeds: tp.Sequence[int] | None = None, study: str = "levers"
+) -> list[tuple[Setting, RunSpec]]:
+    """Every (setting, run) of ``study`` on the ``standard`` suite's task ``task_name`` (its reported seeds by default)."""
     suite = standard_suite()
     task = {task.name: task for task in suite.tasks}[task_name]
     pairs = []
-    for setting in SETTINGS_BY_TASK[task_name]:
+    for setting in STUDIES[study][task_name]:
         variant = dataclasses.replace(
             task, name=f"{task.name}-{setting.slug}", zo_settings={**task.zo_settings, **setting.overrides}
         )
@@ -112,12 +134,16 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m comparisons.ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder of the ablation runs and ablation.md")
     parser.add_argument("--task", default="equalization", choices=sorted(SETTINGS_BY_TASK), help="a task of the standard suite")
+    parser.add_argument(
+        "--study", default="levers", choices=sorted(STUDIES),
+        help="levers: the late-divergence levers (default); compact: fisher_rank and float16 factors against the full Fisher",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the suite's reported seeds)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = specs(args.task, args.seeds)
+    pairs = specs(args.task, args.seeds, args.study)
     if args.workers > 1:
         executor: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
             args.workers, mp_context=multiprocessing.get_context("spawn")
@@ -126,12 +152,14 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         executor = concurrent.futures.ThreadPoolExecutor(1)
     with executor:
         records = _Runs(out, executor, None, None).run([spec for _, spec in pairs])
+    subject = "Ablation" if args.study == "levers" else "Compact and half-precision Fisher"
     text = (
-        f"# Ablation on the {args.task} chip (standard suite's budget, Q and Fisher period; reported seeds)\n\n"
+        f"# {subject} on the {args.task} chip (standard suite's budget, Q and Fisher period; reported seeds)\n\n"
         + table(pairs, records)
         + "\n"
     )
-    write_atomic(out / f"ablation_{args.task}.md", text)
+    suffix = "" if args.study == "levers" else f"_{args.study}"
+    write_atomic(out / f"ablation_{args.task}{suffix}.md", text)
     print(text)
 
 

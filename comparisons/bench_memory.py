@@ -62,6 +62,58 @@ def measure(size: str, sampler: str, fill: bool, q: int, iterations: int) -> dic
     }
 
 
+def breakdown(size: str, q: int, rank: int | None, settings_per_call: int) -> dict:
+    """Memory by component of ZONP against ZOI, in one process (GiB).
+
+    ``peak`` is ``ru_maxrss`` (it only grows), ``resident`` the current RSS.  Steps: torch +
+    model + data; one ZOI iteration of ``Q + 1`` settings (ZOI's whole working set); one
+    Fisher refresh of the first block (its ``n_b + 1`` settings batched over every layer
+    after it: the largest activations; Jacobian and Fisher in float64), without keeping
+    its factor; then every block's factor stored (a long run's worst case: resident growth).
+    """
+    import numpy as np
+    import torch
+
+    import nevergrad_zonp
+    from nevergrad_zonp.tasks.cifar import mixer_task, synthetic_cifar10
+
+    def peak() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    def resident() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize() / 2**30
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    steps = []
+    train, test = synthetic_cifar10(n_train=200, n_test=10, seed=0)
+    task = mixer_task(train, test, size=size, seed=0)
+    adapter = nevergrad_zonp.ModelAdapter.from_task(task, on="model", batch_size=100)
+    adapter.settings_per_call = settings_per_call
+    steps.append(("torch, model, data, adapter", peak(), resident()))
+    zoi = nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=q, lr=1e-3)(parametrization=adapter.parametrization, budget=10**9)
+    first = int(zoi.block_bounds[1])
+    # ZOI's largest iteration: the first block perturbed, so every layer after it runs batched.
+    adapter.block_losses(adapter.theta0, 0, 1e-3 * np.random.default_rng(0).standard_normal((q + 1, first)), 1)
+    steps.append((f"ZOI iteration on block 0, Q + 1 = {q + 1} settings", peak(), resident()))
+    zonp = nevergrad_zonp.ZerothOrder(sampler="natural", num_directions=q, lr=1e-3, fisher_rank=rank)(
+        parametrization=adapter.parametrization, budget=10**9
+    )
+    zonp.attach(adapter)
+    bounds = zonp.block_bounds
+    zonp._refresh_fisher(0, int(bounds[0]), int(bounds[1]), 1)
+    zonp._sampler.factors.clear()
+    steps.append((f"Fisher refresh of block 0 ({int(bounds[1] - bounds[0]) + 1} settings)", peak(), resident()))
+    for block in range(len(bounds) - 1):
+        n = int(bounds[block + 1] - bounds[block])
+        zonp._sampler.update(block, np.eye(n) + np.full((n, n), 1.0 / n))
+    steps.append((f"all {len(bounds) - 1} blocks' Fisher stored", peak(), resident()))
+    stored = sum(array.nbytes for array in zonp._sampler.factors.values()) / 2**30
+    return {"size": size, "parameters": adapter.dimension, "q": q, "rank": rank, "settings_per_call": settings_per_call,
+            "stored_gib": stored, "steps": steps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["small", "large"])
@@ -69,7 +121,13 @@ def main() -> None:
     parser.add_argument("--q", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--breakdown", action="store_true", help="peak memory by component of ZONP, one process per size")
+    parser.add_argument("--rank", type=int, help="fisher_rank (compact Fisher) for --breakdown")
+    parser.add_argument("--settings-per-call", type=int, default=32, help="settings per vmapped forward (adapter)")
     args = parser.parse_args()
+    if args.breakdown:
+        print(json.dumps(breakdown(args.sizes[0], args.q, args.rank, args.settings_per_call)))
+        return
     if args.child:
         print(json.dumps(measure(args.child[0], args.child[1], not args.no_fill, args.q, args.iterations)))
         return

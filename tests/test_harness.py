@@ -259,3 +259,14 @@ def test_a_suite_run_in_parts_reports_all_of_them(tiny_results, tmp_path):
     assert set(tuning["digits"]) == {"ZONP", "ZOI"}
     assert json.loads((folder / "settings.json").read_text())["methods"] == ["ZOI", "ZONP"]
     assert "ZOI" in write_report(folder).read_text()
+
+
+def test_the_compact_fisher_study_runs_the_same_protocol_with_the_rank_and_storage_overrides():
+    from comparisons import ablation
+
+    pairs = ablation.specs("equalization", study="compact")
+    assert len({spec.key for _, spec in pairs}) == len(pairs) == len(ablation.COMPACT_SETTINGS["equalization"]) * 5
+    overrides = [spec.task.zo_settings for _, spec in pairs]
+    assert {"fisher_period": 160, "fisher_rank": 16} in overrides
+    assert {"fisher_period": 160, "fisher_storage": "float16"} in overrides
+    assert all(spec.method == "ZONP" for _, spec in pairs)
