@@ -4,11 +4,15 @@ Each (model, method) pair runs in a fresh process and reports its peak resident 
 (``ru_maxrss``), so the numbers include torch, the model, the data and the optimizer.
 ZONP's dominant cost is the store of per-block Cholesky factors (``B`` blocks of
 ``n_b x n_b`` float32).  In a real run it fills lazily, one block per Fisher refresh, and a
-short run never fills it; with ``--fill`` (default) every block's factor is set first
-from a full-rank Fisher, so the peak is the worst case of a long run.  Then a few ZO
-iterations and one Fisher refresh run for real on synthetic CIFAR-shaped data (batch 100).
+short run never fills it; by default every block's factor is set first from a full-rank
+Fisher, so the peak is the worst case of a long run (``--no-fill``: not).  Then, on
+synthetic CIFAR-shaped data (batch 100, Q = 100 by default), the largest iteration any ZO
+method makes (the first block perturbed, so every later layer runs batched), a few ZO
+iterations on the fast path, and for ZONP the largest Fisher refresh (the first block's)
+run for real.  ``--ranks`` adds compact-Fisher rows (``fisher_rank``), ``--half`` a
+float16 factor row.  ``--breakdown`` reports memory by component in one process.
 
-Run: ``python comparisons/bench_memory.py`` (``--sizes small large``, ``--no-fill``).
+Run: ``python comparisons/bench_memory.py [--sizes small large] [--ranks 64 16] [--half]``.
 The paper measured 7.36 GB (ZO-NP) vs 3.95 GB (ZO-I) at 33,642 parameters and 40.9 GB
 vs 15.7 GB at 1.7M, on a GPU with its own framework overheads: compare ratios, not bytes.
 """
@@ -24,7 +28,7 @@ import time
 import warnings
 
 
-def measure(size: str, sampler: str, fill: bool, q: int, iterations: int) -> dict:
+def measure(size: str, sampler: str, fill: bool, q: int, iterations: int, rank: int | None = None, storage: str = "float32") -> dict:
     import numpy as np
     import torch
 
@@ -36,9 +40,9 @@ def measure(size: str, sampler: str, fill: bool, q: int, iterations: int) -> dic
     train, test = synthetic_cifar10(n_train=200, n_test=10, seed=0)
     task = mixer_task(train, test, size=size, seed=0)
     adapter = nevergrad_zonp.ModelAdapter.from_task(task, on="model", batch_size=100)
-    opt = nevergrad_zonp.ZerothOrder(sampler=sampler, num_directions=q, lr=1e-3, fisher_period=iterations)(
-        parametrization=adapter.parametrization, budget=10**9
-    )
+    opt = nevergrad_zonp.ZerothOrder(
+        sampler=sampler, num_directions=q, lr=1e-3, fisher_period=iterations, fisher_rank=rank, fisher_storage=storage
+    )(parametrization=adapter.parametrization, budget=10**9)
     opt.attach(adapter)
     bounds = opt.block_bounds
     if fill and sampler == "natural":
@@ -46,16 +50,23 @@ def measure(size: str, sampler: str, fill: bool, q: int, iterations: int) -> dic
             n = int(bounds[block + 1] - bounds[block])
             opt._sampler.update(block, np.eye(n) + np.full((n, n), 1.0 / n))
     start = time.perf_counter()
-    for _ in range(iterations):
-        candidates = [opt.ask() for _ in range(opt.iteration_size)]
-        for candidate, loss in zip(candidates, adapter.loss_batch([c.value for c in candidates])):
-            opt.tell(candidate, loss)
+    # The largest iteration of any ZO method: the first block perturbed, every later layer batched.
+    first = int(bounds[1])
+    adapter.block_losses(adapter.theta0, 0, 1e-3 * np.random.default_rng(0).standard_normal((q + 1, first)), 0)
+    for _ in range(iterations):  # iteration 0 refreshes a Fisher (ZONP)
+        request = opt.ask_iteration()
+        opt.tell_iteration(request, adapter.block_losses(request.theta, request.start, request.deltas, request.key))
+    if sampler == "natural":  # and the largest refresh: the first block's
+        opt._refresh_fisher(0, 0, first, 1)
     return {
         "size": size,
         "method": "ZONP" if sampler == "natural" else "ZOI",
+        "rank": rank,
+        "storage": storage,
         "parameters": adapter.dimension,
         "blocks": len(bounds) - 1,
         "stored_factors": len(getattr(opt._sampler, "factors", {})),
+        "stored_gib": sum(a.nbytes for a in getattr(opt._sampler, "factors", {}).values()) / 2**30,
         "queries": adapter.queries,
         "seconds": time.perf_counter() - start,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -118,9 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["small", "large"])
     parser.add_argument("--no-fill", action="store_true", help="measure a short real run only")
-    parser.add_argument("--q", type=int, default=4)
+    parser.add_argument("--q", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--ranks", nargs="*", type=int, default=[64], help="fisher_rank values of the compact Fisher")
+    parser.add_argument("--half", action="store_true", help="also the full Fisher with float16 factors")
+    parser.add_argument("--storage", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--breakdown", action="store_true", help="peak memory by component of ZONP, one process per size")
     parser.add_argument("--rank", type=int, help="fisher_rank (compact Fisher) for --breakdown")
     parser.add_argument("--settings-per-call", type=int, default=32, help="settings per vmapped forward (adapter)")
@@ -129,22 +143,29 @@ def main() -> None:
         print(json.dumps(breakdown(args.sizes[0], args.q, args.rank, args.settings_per_call)))
         return
     if args.child:
-        print(json.dumps(measure(args.child[0], args.child[1], not args.no_fill, args.q, args.iterations)))
+        rank = None if args.child[2] == "full" else int(args.child[2])
+        print(json.dumps(measure(args.child[0], args.child[1], not args.no_fill, args.q, args.iterations, rank, args.storage)))
         return
     rows = []
     for size in args.sizes:
-        for sampler in ["isotropic", "natural"]:
-            command = [sys.executable, __file__, "--child", size, sampler, "--q", str(args.q), "--iterations", str(args.iterations)]
+        variants = [("isotropic", "full", "float32"), ("natural", "full", "float32")]
+        variants += [("natural", str(rank), "float32") for rank in args.ranks]
+        if args.half:
+            variants.append(("natural", "full", "float16"))
+        for sampler, rank, storage in variants:
+            command = [sys.executable, __file__, "--child", size, sampler, rank, "--q", str(args.q),
+                       "--iterations", str(args.iterations), "--storage", storage]
             if args.no_fill:
                 command.append("--no-fill")
             rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
-    print("| model | N | blocks | method | factors stored | queries | s | peak RSS (GiB) | ZONP / ZOI |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | N | blocks | method | Fisher form | stored (GiB) | peak RSS (GiB) | ZONP / ZOI |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         zoi = next(r for r in rows if r["size"] == row["size"] and r["method"] == "ZOI")
+        form = "—" if row["method"] == "ZOI" else ("full" if row["rank"] is None else f"rank {row['rank']}") + f", {row['storage']}"
         print(
-            f"| {row['size']} | {row['parameters']:,} | {row['blocks']} | {row['method']} | {row['stored_factors']} | "
-            f"{row['queries']} | {row['seconds']:.1f} | {row['peak_rss_gib']:.2f} | {row['peak_rss_gib'] / zoi['peak_rss_gib']:.2f}x |"
+            f"| {row['size']} | {row['parameters']:,} | {row['blocks']} | {row['method']} | {form} | "
+            f"{row['stored_gib']:.3f} | {row['peak_rss_gib']:.2f} | {row['peak_rss_gib'] / zoi['peak_rss_gib']:.2f}x |"
         )
 
 

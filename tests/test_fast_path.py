@@ -243,3 +243,13 @@ def test_torch_model_trained_on_the_fast_path_lowers_its_loss():
     before = adapter.evaluate()["loss"]
     recommendation = minimize_vectorized(optimizer, adapter)
     assert adapter.evaluate(recommendation)["loss"] < before
+
+
+def test_the_image_tasks_loss_is_evaluated_for_all_settings_at_once_and_equals_the_loop():
+    import torch.nn.functional as F
+
+    adapter = ModelAdapter(small_classifier(0), classification_data(), output="categorical", loss=F.cross_entropy, batch_size=20)
+    outputs = torch.randn(7, 20, 3, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(1))
+    looped = np.array([float(F.cross_entropy(row, targets)) for row in outputs])
+    np.testing.assert_allclose(adapter._losses(outputs, targets), looped, rtol=1e-6)

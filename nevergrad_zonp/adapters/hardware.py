@@ -70,9 +70,12 @@ DEFAULT_LOSSES: tp.Dict[str, LossFn] = {
     "gaussian": gaussian_loss,
     "complex": complex_loss,
 }
-#: The default losses evaluated for all ``V`` settings ``(V, batch, ...)`` in one call.
+#: The default losses (and ``F.cross_entropy``, the image tasks' loss) evaluated for all
+#: ``V`` settings ``(V, batch, ...)`` in one call; equal to a loop over settings up to float
+#: rounding.  Other losses are called once per setting.
 _PER_SETTING: tp.Dict[LossFn, tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     categorical_loss: _per_setting_categorical,
+    F.cross_entropy: _per_setting_categorical,
     gaussian_loss: _per_setting_squared,
     complex_loss: _per_setting_squared,
 }
