@@ -28,7 +28,10 @@ import time
 import warnings
 
 
-def measure(size: str, sampler: str, fill: bool, q: int, iterations: int, rank: int | None = None, storage: str = "float32") -> dict:
+def measure(
+    size: str, sampler: str, fill: bool, q: int, iterations: int, rank: int | None = None, storage: str = "float32",
+    refresh_block: int = 0,
+) -> dict:
     import numpy as np
     import torch
 
@@ -41,7 +44,7 @@ def measure(size: str, sampler: str, fill: bool, q: int, iterations: int, rank: 
     task = mixer_task(train, test, size=size, seed=0)
     adapter = nevergrad_zonp.ModelAdapter.from_task(task, on="model", batch_size=100)
     opt = nevergrad_zonp.ZerothOrder(
-        sampler=sampler, num_directions=q, lr=1e-3, fisher_period=iterations, fisher_rank=rank, fisher_storage=storage
+        sampler=sampler, num_directions=q, lr=1e-3, fisher_period=max(1, iterations), fisher_rank=rank, fisher_storage=storage
     )(parametrization=adapter.parametrization, budget=10**9)
     opt.attach(adapter)
     bounds = opt.block_bounds
@@ -56,8 +59,9 @@ def measure(size: str, sampler: str, fill: bool, q: int, iterations: int, rank: 
     for _ in range(iterations):  # iteration 0 refreshes a Fisher (ZONP)
         request = opt.ask_iteration()
         opt.tell_iteration(request, adapter.block_losses(request.theta, request.start, request.deltas, request.key))
-    if sampler == "natural":  # and the largest refresh: the first block's
-        opt._refresh_fisher(0, 0, first, 1)
+    if sampler == "natural":  # and a refresh: by default the largest, the first block's
+        block = refresh_block % (len(bounds) - 1)
+        opt._refresh_fisher(block, int(bounds[block]), int(bounds[block + 1]), 1)
     return {
         "size": size,
         "method": "ZONP" if sampler == "natural" else "ZOI",
@@ -134,6 +138,10 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--ranks", nargs="*", type=int, default=[64], help="fisher_rank values of the compact Fisher")
     parser.add_argument("--half", action="store_true", help="also the full Fisher with float16 factors")
+    parser.add_argument(
+        "--refresh-block", type=int, default=0,
+        help="block of ZONP's measured refresh (0: the first, the largest transient; -1: the last, the cheapest)",
+    )
     parser.add_argument("--storage", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--breakdown", action="store_true", help="peak memory by component of ZONP, one process per size")
     parser.add_argument("--rank", type=int, help="fisher_rank (compact Fisher) for --breakdown")
@@ -144,7 +152,8 @@ def main() -> None:
         return
     if args.child:
         rank = None if args.child[2] == "full" else int(args.child[2])
-        print(json.dumps(measure(args.child[0], args.child[1], not args.no_fill, args.q, args.iterations, rank, args.storage)))
+        print(json.dumps(measure(args.child[0], args.child[1], not args.no_fill, args.q, args.iterations, rank, args.storage,
+                                 args.refresh_block)))
         return
     rows = []
     for size in args.sizes:
@@ -154,7 +163,7 @@ def main() -> None:
             variants.append(("natural", "full", "float16"))
         for sampler, rank, storage in variants:
             command = [sys.executable, __file__, "--child", size, sampler, rank, "--q", str(args.q),
-                       "--iterations", str(args.iterations), "--storage", storage]
+                       "--iterations", str(args.iterations), "--storage", storage, "--refresh-block", str(args.refresh_block)]
             if args.no_fill:
                 command.append("--no-fill")
             rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
