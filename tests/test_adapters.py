@@ -269,3 +269,38 @@ def test_minibatch_errors_are_named():
     loader.batch(100)
     with pytest.raises(KeyError, match="no longer cached"):
         loader.batch(0)
+
+
+def test_penalty_is_added_to_every_loss_and_not_counted():
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.cat([torch.arange(80.0)[:, None], torch.randn(80, 3, generator=gen)], dim=1)
+    targets = torch.randn(80, 2, generator=gen)
+    data = (inputs, targets)
+    theta0 = np.linspace(-1.0, 1.0, 6)
+    plain = HardwareAdapter(RecordingNetwork(), theta0, data, output="gaussian", batch_size=8)
+    l1 = lambda thetas: 0.1 * thetas.abs().sum(dim=1)  # noqa: E731
+    penalised = HardwareAdapter(RecordingNetwork(), theta0, data, output="gaussian", batch_size=8, penalty=l1)
+    rng = np.random.default_rng(0)
+    vectors = [theta0 + rng.normal(size=6) for _ in range(3)]
+    expected = plain.loss_batch(vectors, key=2) + [0.1 * np.abs(v).sum() for v in vectors]
+    np.testing.assert_allclose(penalised.loss_batch(vectors, key=2), expected, rtol=1e-12)
+    deltas = rng.normal(size=(4, 3))
+    block = plain.block_losses(theta0, 2, deltas, 1)
+    moved = np.repeat(theta0[None], 4, axis=0)
+    moved[:, 2:5] += deltas
+    np.testing.assert_allclose(penalised.block_losses(theta0, 2, deltas, 1), block + 0.1 * np.abs(moved).sum(1), rtol=1e-12)
+    assert penalised.queries == plain.queries == 7  # the penalty is no query
+    assert penalised.evaluate()["loss"] == pytest.approx(plain.evaluate()["loss"] + 0.1 * np.abs(theta0).sum())
+    # the Fisher sees outputs only: the penalty does not change them
+    np.testing.assert_array_equal(penalised.block_outputs(theta0, 2, deltas, 1), plain.block_outputs(theta0, 2, deltas, 1))
+
+
+def test_bad_penalties_are_named():
+    data = (torch.randn(8, 4), torch.randn(8, 2))
+    with pytest.raises(TypeError, match="penalty must be callable"):
+        HardwareAdapter(RecordingNetwork(), np.zeros(6), data, output="gaussian", penalty=3.0)
+    wrong = HardwareAdapter(RecordingNetwork(), np.zeros(6), data, output="gaussian", penalty=lambda t: t.sum())
+    with pytest.raises(ValueError, match="penalty returned 1 values for 2 settings"):
+        wrong.loss_batch([np.zeros(6), np.ones(6)])
+    nan = HardwareAdapter(RecordingNetwork(), np.zeros(6), data, output="gaussian", penalty=lambda t: t[:, 0] / 0.0)
+    assert np.isnan(nan.loss_batch([np.zeros(6)])[0])

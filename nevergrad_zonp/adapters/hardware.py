@@ -35,6 +35,7 @@ from .batches import MiniBatches
 
 OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
 LossFn = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PenaltyFn = tp.Callable[[torch.Tensor], torch.Tensor]
 _KEY_MEMORY = 1 << 16
 
 
@@ -101,6 +102,10 @@ class HardwareAdapter:
     metrics: named ``metric(outputs, targets) -> float`` reported by :meth:`evaluate`;
         defaults to accuracy for categorical outputs.
     seed: seed of the mini-batch order.
+    penalty: optional ``penalty(thetas (V, N) float64) -> (V,)``, a term of the objective
+        known in closed form on the parameters themselves (a regulariser, the distortion
+        of an adversarial perturbation): added to every loss, never queried or counted,
+        and not part of the outputs the Fisher sees.
     """
 
     def __init__(
@@ -114,8 +119,12 @@ class HardwareAdapter:
         batch_size: tp.Optional[int] = 100,
         metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
         seed: int = 0,
+        penalty: tp.Optional[PenaltyFn] = None,
     ) -> None:
         self.output = check_output_model(output)
+        if penalty is not None and not callable(penalty):
+            raise TypeError(f"penalty must be callable, got {type(penalty).__name__}")
+        self.penalty = penalty
         theta0 = np.asarray(theta0, dtype=np.float64)
         if theta0.ndim != 1 or theta0.size == 0:
             raise ValueError(f"theta0 must be a non-empty vector, got shape {theta0.shape}")
@@ -225,8 +234,18 @@ class HardwareAdapter:
             rows = [i for i, k in enumerate(keys) if k == group_key]
             thetas = torch.from_numpy(np.stack([vectors[i] for i in rows]))
             out, targets = self._query(len(rows), group_key, lambda inputs: self._forward(thetas, inputs))
-            losses[rows] = self._losses(out, targets)
+            losses[rows] = self._losses(out, targets) + self._penalties(thetas)
         return losses
+
+    def _penalties(self, thetas: torch.Tensor) -> np.ndarray:
+        """``penalty`` of each setting ``(V,)`` (zeros without one); NaN where it is not finite."""
+        if self.penalty is None:
+            return np.zeros(len(thetas))
+        with torch.no_grad():
+            values = torch.as_tensor(self.penalty(thetas)).double().reshape(-1).numpy()
+        if values.shape != (len(thetas),):
+            raise ValueError(f"penalty returned {values.size} values for {len(thetas)} settings; expected shape ({len(thetas)},)")
+        return np.where(np.isfinite(values), values, np.nan)
 
     def _losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
         """Loss of each of the ``V`` settings: one flat call for the default losses, else a loop."""
@@ -249,7 +268,13 @@ class HardwareAdapter:
         without building ``V`` full parameter vectors.  NaN or inf outputs give NaN losses.
         """
         out, targets = self._block_query(theta, start, deltas, key)
-        return self._losses(out, targets)
+        losses = self._losses(out, targets)
+        if self.penalty is not None:
+            theta, deltas, stop = self._check_block(theta, start, deltas)
+            thetas = np.repeat(theta[None], len(deltas), axis=0)
+            thetas[:, start:stop] += deltas
+            losses = losses + self._penalties(torch.from_numpy(thetas))
+        return losses
 
     def _block_query(self, theta: tp.Any, start: int, deltas: tp.Any, key: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """Counted outputs and targets of the block settings (see :meth:`block_outputs`)."""
@@ -287,7 +312,7 @@ class HardwareAdapter:
             targets.append(target)
         out, tgt = torch.cat(outputs), torch.cat(targets)
         with torch.no_grad():
-            result = {"loss": float(self.loss(out, tgt))}
+            result = {"loss": float(self.loss(out, tgt)) + float(self._penalties(thetas)[0])}
             result.update({name: float(metric(out, tgt)) for name, metric in self.metrics.items()})
         return result
 

@@ -36,7 +36,8 @@ class ModelAdapter(HardwareAdapter):
         and dropout or batch statistics would make the queries of one iteration disagree).
         Queries run on the device of its parameters; inputs are moved there and outputs
         come back to the CPU (only the CPU is exercised by this package's tests).
-    data, output, loss, batch_size, metrics, seed: as for :class:`HardwareAdapter`.
+    data, output, loss, batch_size, metrics, seed, penalty: as for :class:`HardwareAdapter`
+        (``penalty`` sees the flat vectors of the optimized parameters).
     parameters: names (from ``model.named_parameters()``) of the parameters to optimize;
         default: every parameter with ``requires_grad``.  The others stay fixed.
     settings_per_call: most parameter settings evaluated in one vmapped forward.
@@ -54,6 +55,7 @@ class ModelAdapter(HardwareAdapter):
         metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
         seed: int = 0,
         settings_per_call: int = 32,
+        penalty: tp.Optional[tp.Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> None:
         if settings_per_call < 1:
             raise ValueError(f"settings_per_call must be positive, got {settings_per_call}")
@@ -81,7 +83,8 @@ class ModelAdapter(HardwareAdapter):
         theta0 = torch.cat([named[name].detach().reshape(-1).double() for name in names]).numpy()
         self._vmap_ok = True
         super().__init__(
-            self._outputs_of, theta0, data, output=output, loss=loss, batch_size=batch_size, metrics=metrics, seed=seed
+            self._outputs_of, theta0, data, output=output, loss=loss, batch_size=batch_size, metrics=metrics, seed=seed,
+            penalty=penalty,
         )
 
     @classmethod
