@@ -415,3 +415,37 @@ def test_compact_fisher_optimizer_trains_and_its_memory_check_counts_the_basis()
     assert opt._sampler.factors[0].shape == (12, 5) and opt._sampler.factors[0].dtype == np.float16
     iteration = opt._start_iteration()
     assert iteration.directions.shape == (20, 12) and np.all(np.isfinite(iteration.directions))
+
+
+@pytest.mark.parametrize("update", ["adam", "sgd", "sign"])
+def test_update_rules_take_their_documented_step(update):
+    """One iteration on a linear loss, where forward differences are exact: the step is the rule's."""
+    dimension, lr, q = 6, 0.05, 4
+    slope = np.linspace(-1.0, 2.0, dimension)
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=q, lr=lr, update=update)(
+        parametrization=dimension, budget=100
+    )
+    request = optimizer.ask_iteration()
+    assert request.start == 0 and request.deltas.shape == (q + 1, dimension)  # one block
+    losses = (request.theta[None] + request.deltas) @ slope
+    x0 = optimizer._x.copy()
+    optimizer.tell_iteration(request, losses)
+    step = request.deltas[1:]  # mu / sqrt(n) * u_q
+    mu_n = 1e-3 / np.sqrt(dimension)
+    directions = step / mu_n
+    lam = 1.0 if update == "sgd" else 1.0 / dimension
+    grad = zo_gradient(float(losses[0]), losses[1:], directions, mu_n, lam)
+    expected = {
+        "adam": x0 - lr * grad / (np.abs(grad) + 1e-8),  # Adam's first step: lr * g / (|g| + eps)
+        "sgd": x0 - lr * grad,
+        "sign": x0 - lr * np.sign(grad),
+    }[update]
+    np.testing.assert_allclose(optimizer._x, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_update_rule_is_validated_and_its_presets_are_registered():
+    with pytest.raises(ValueError, match="update must be one of"):
+        nevergrad_zonp.ZerothOrder(update="rmsprop")
+    assert ng.optimizers.registry["ZOSGD"].update == "sgd"
+    assert ng.optimizers.registry["ZOSignSGD"].update == "sign"
+    assert ng.optimizers.registry["ZOSGD"].sampler == "isotropic"

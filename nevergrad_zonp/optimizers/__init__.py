@@ -1,6 +1,7 @@
 """Optimizers registered in Nevergrad's registry on import.
 
-``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` optimizer with three samplers;
+``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` optimizer with three samplers
+(and ``ZOSGD``, ``ZOSignSGD`` the isotropic one with two other update rules);
 ``SNES`` and ``XNES`` are the natural evolution strategy baselines.  :func:`cma_es` builds
 the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registered).
 """
@@ -18,15 +19,20 @@ from .zeroth_order import (
 ZONP = register(ZerothOrder(sampler="natural"), "ZONP")
 ZOI = register(ZerothOrder(sampler="isotropic"), "ZOI")
 ZOco = register(ZerothOrder(sampler="coordinate"), "ZOco")
+#: The update-rule baselines of Ruan et al. (ICLR 2020), isotropic directions like ZOI (ZO-Adam).
+ZOSGD = register(ZerothOrder(sampler="isotropic", update="sgd"), "ZOSGD")
+ZOSignSGD = register(ZerothOrder(sampler="isotropic", update="sign"), "ZOSignSGD")
 
 #: Names this package registers in ``ng.optimizers.registry``.
-NAMES = ["ZONP", "ZOI", "ZOco", "SNES", "XNES"]
+NAMES = ["ZONP", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD", "SNES", "XNES"]
 
 __all__ = [
     "NAMES",
     "ZONP",
     "ZOI",
     "ZOco",
+    "ZOSGD",
+    "ZOSignSGD",
     "SNES",
     "XNES",
     "ZerothOrder",

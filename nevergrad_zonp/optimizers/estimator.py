@@ -1,4 +1,4 @@
-"""The zeroth-order gradient estimate and the block-wise Adam step (DESIGN.md section 2).
+"""The zeroth-order gradient estimate and the block-wise update rules (DESIGN.md section 2).
 
 With ``Q`` directions ``u_q`` and one shared base point, on one mini-batch,
 
@@ -7,6 +7,12 @@ With ``Q`` directions ``u_q`` and one shared base point, on one mini-batch,
 costs ``Q + 1`` queries.  For exact directional derivatives and ``u ~ N(0, S)`` its mean is
 ``lam * S grad`` and the trace of its covariance is
 ``(lam^2 / Q) [(grad' S grad) tr S + grad' S^2 grad]``.
+
+Update rules, one block per step: Adam (ZO-Adam, the default of every ZO preset), plain
+SGD (ZO-SGD) and sign SGD (ZO-signSGD), the baselines of Ruan et al. (ICLR 2020).  Adam and
+sign SGD do not see the scale ``lam`` of the estimate; SGD does, and is given the unbiased
+scale ``lam = 1`` (``E[g] = grad`` for isotropic directions of norm ``sqrt(n)``), so its
+learning rate means what it means in the ZO literature.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ def zo_gradient(base_loss: float, losses: np.ndarray, directions: np.ndarray, mu
 
 
 class BlockAdam:
+    #: ``lam`` of the estimate this rule is given is ``1 / n``: Adam is invariant to its scale.
+    unbiased_estimate = False
+
     """Adam (Kingma & Ba, 2015) with per-coordinate moments where each step touches one block.
 
     Moments ``m, v`` are kept for every coordinate; the bias correction uses the number of
@@ -68,3 +77,39 @@ class BlockAdam:
         m_hat = m / (1 - self.beta1**t)
         v_hat = v / (1 - self.beta2**t)
         params[start:stop] -= (scale * self.lr) * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class BlockSGD:
+    """Plain SGD on one block: ``params -= scale * lr * grad`` (ZO-SGD with an unbiased estimate)."""
+
+    #: The estimate this rule is given has ``lam = 1`` (its mean is the gradient).
+    unbiased_estimate = True
+
+    def __init__(self, dimension: int, num_blocks: int, lr: float) -> None:
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        self.lr = lr
+        self.steps = np.zeros(num_blocks, dtype=np.int64)
+
+    def reset(self, block: int, start: int, stop: int) -> None:
+        """Nothing to forget (no moments); kept for the common interface."""
+
+    def step(self, params: np.ndarray, grad: np.ndarray, block: int, start: int, stop: int, scale: float = 1.0) -> None:
+        """In-place ``params[start:stop] -= scale * lr * grad``."""
+        self.steps[block] += 1
+        params[start:stop] -= (scale * self.lr) * grad
+
+
+class BlockSignSGD(BlockSGD):
+    """Sign SGD on one block: ``params -= scale * lr * sign(grad)`` (ZO-signSGD, Liu et al., ICLR 2019)."""
+
+    unbiased_estimate = False
+
+    def step(self, params: np.ndarray, grad: np.ndarray, block: int, start: int, stop: int, scale: float = 1.0) -> None:
+        """In-place ``params[start:stop] -= scale * lr * sign(grad)``."""
+        self.steps[block] += 1
+        params[start:stop] -= (scale * self.lr) * np.sign(grad)
+
+
+#: The update rules of the ``update`` setting of :class:`~.zeroth_order.ZerothOrder`.
+UPDATE_RULES = {"adam": BlockAdam, "sgd": BlockSGD, "sign": BlockSignSGD}

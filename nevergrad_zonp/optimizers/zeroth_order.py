@@ -14,8 +14,9 @@ ICML 2025).  Iteration ``k``:
 4. ask ``Q + 1`` candidates: the iterate and the iterate displaced by ``mu / sqrt(n) * u_q``
    in the block, all assigned to mini-batch ``k``;
 5. once all ``Q + 1`` losses are told (in any order), form
-   ``g = (lam / Q) sum_q (l_q - l_0) / (mu / sqrt(n)) u_q`` with ``lam = 1 / n`` and take an
-   Adam step on the block.  The recommendation is the current iterate.
+   ``g = (lam / Q) sum_q (l_q - l_0) / (mu / sqrt(n)) u_q`` with ``lam = 1 / n`` and take a
+   step of the update rule on the block (Adam by default; SGD, with ``lam = 1``, or sign
+   SGD as settings).  The recommendation is the current iterate.
 
 Everything happens in Nevergrad's standardized space.
 
@@ -48,7 +49,7 @@ from nevergrad.parametrization import parameter as p
 from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
-from .estimator import BlockAdam, zo_gradient
+from .estimator import UPDATE_RULES, zo_gradient
 from .iterations import IterationRequest, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
@@ -150,7 +151,7 @@ class _ZerothOrder(base.Optimizer):
         else:
             self._sampler = CoordinateSampler()
         self._x = np.zeros(self.dimension)
-        self._adam = BlockAdam(self.dimension, num_blocks, DEFAULT_LR if cfg.lr is None else cfg.lr)
+        self._rule = UPDATE_RULES[cfg.update](self.dimension, num_blocks, DEFAULT_LR if cfg.lr is None else cfg.lr)
         self._lr_schedule = DEFAULT_SCHEDULE if cfg.lr_schedule is None else cfg.lr_schedule
         self._last_refresh = np.full(num_blocks, -1, dtype=np.int64)  # iteration of each block's latest refresh
         self._iterations: tp.Dict[int, _Iteration] = {}
@@ -212,7 +213,7 @@ class _ZerothOrder(base.Optimizer):
 
     @property
     def num_steps(self) -> int:
-        """Adam steps taken (iterations whose base loss was valid)."""
+        """Steps taken (iterations whose base loss was valid)."""
         return self._num_steps
 
     @property
@@ -263,14 +264,14 @@ class _ZerothOrder(base.Optimizer):
             )
         self._oracle = oracle
         if self._config.lr is None:
-            self._adam.lr = DEFAULT_ORACLE_LR
+            self._rule.lr = DEFAULT_ORACLE_LR
         if self._config.lr_schedule is None:
             self._lr_schedule = DEFAULT_ORACLE_SCHEDULE
 
     @property
     def lr(self) -> float:
-        """The Adam learning rate in use (before the schedule)."""
-        return self._adam.lr
+        """The learning rate of the update rule in use (before the schedule)."""
+        return self._rule.lr
 
     @property
     def lr_schedule(self) -> str:
@@ -477,13 +478,7 @@ class _ZerothOrder(base.Optimizer):
             # The last iteration uses what is left but one: that one evaluates the final iterate,
             # so the last step is seen (and recommended) too.  Beyond the budget: full iterations.
             num_directions = max(0, left - 2)
-        directions = np.zeros((0, size))
-        if num_directions:
-            with single_threaded_blas():
-                directions = self._sampler.sample(self._rng, block, size, num_directions)
-            if cfg.normalize:
-                norms = np.linalg.norm(directions, axis=1, keepdims=True)
-                directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
+        directions = self._draw_directions(block, size, num_directions)
         iteration = _Iteration(
             index=key,
             block=block,
@@ -497,6 +492,25 @@ class _ZerothOrder(base.Optimizer):
         self._iterations[key] = iteration
         self._num_iterations += 1
         return iteration
+
+    def _draw_directions(self, block: int, size: int, num_directions: int) -> np.ndarray:
+        """``(num_directions, size)`` directions of an iteration on ``block`` (normalised if configured)."""
+        directions = np.zeros((0, size))
+        if num_directions:
+            with single_threaded_blas():
+                directions = self._sampler.sample(self._rng, block, size, num_directions)
+            if self._config.normalize:
+                norms = np.linalg.norm(directions, axis=1, keepdims=True)
+                directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
+        return directions
+
+    def _estimate_scale(self, size: int) -> float:
+        """``lam`` of the ZO estimate on a block of ``size``: ``1 / n`` (Adam, sign), 1 for plain SGD."""
+        return 1.0 if self._rule.unbiased_estimate else 1.0 / size
+
+    def _apply_step(self, grad: np.ndarray, block: int, start: int, stop: int, scale: float) -> None:
+        """Moves the iterate's block ``[start, stop)`` given the estimate ``grad`` (the update rule)."""
+        self._rule.step(self._x, grad, block, start, stop, scale=scale)
 
     def _refresh_fisher(self, block: int, start: int, stop: int, key: int) -> bool:
         """Estimates block ``block``'s Fisher on mini-batch ``key``; whether the sampler took it."""
@@ -550,8 +564,10 @@ class _ZerothOrder(base.Optimizer):
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
         with single_threaded_blas():
-            grad = zo_gradient(base_loss, losses[valid], iteration.directions[valid], self._step_size(size), 1.0 / size)
-        self._adam.step(self._x, grad, block, start, stop, scale=self._block_scale[block] * self._schedule_factor())
+            grad = zo_gradient(
+                base_loss, losses[valid], iteration.directions[valid], self._step_size(size), self._estimate_scale(size)
+            )
+        self._apply_step(grad, block, start, stop, self._block_scale[block] * self._schedule_factor())
         self._block_scale[block] = min(1.0, self._block_scale[block] * RECOVERY_GROWTH)
         self._stepped_blocks.append(block)
         self._num_steps += 1
@@ -568,7 +584,7 @@ class _ZerothOrder(base.Optimizer):
             self._x = self._anchor.copy()
         for block in blamed:
             self._block_scale[block] *= RECOVERY_SHRINK
-            self._adam.reset(block, int(self._bounds[block]), int(self._bounds[block + 1]))
+            self._rule.reset(block, int(self._bounds[block]), int(self._bounds[block + 1]))
         self._stepped_blocks.clear()
         self._anchor_steps = self._num_steps
 
@@ -586,7 +602,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
     num_directions: int
         Q, perturbations per iteration; an iteration costs ``Q + 1`` queries.
     lr: float or None
-        Adam learning rate, the main per-task setting (tune it).  ``None`` (default):
+        learning rate of the update rule, the main per-task setting (tune it).  ``None`` (default):
         ``DEFAULT_LR = 0.1`` on a plain Nevergrad problem (standardized space, natural scale
         1), ``DEFAULT_ORACLE_LR = 0.02`` once an output oracle is attached (network
         parameters; from the comparisons' evidence, see the CHANGELOG).
@@ -636,6 +652,11 @@ class ZerothOrder(base.ConfiguredOptimizer):
     fisher_storage: str
         dtype of the stored Fisher matrices: ``"float32"`` (default), ``"float16"`` (half the
         memory; cast to float32 for each draw) or ``"float64"``.
+    update: str
+        the update rule of a step: ``"adam"`` (default; ZO-Adam), ``"sgd"`` (ZO-SGD,
+        ``theta -= lr * g`` with the unbiased estimate, ``lam = 1``) or ``"sign"``
+        (ZO-signSGD, ``theta -= lr * sign(g)``).  The learning rate and its schedule apply
+        to all three; ``lr`` means a different thing for each, so tune it per rule.
     """
 
     def __init__(
@@ -656,6 +677,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         fisher_refresh: str = "sampled",
         fisher_rank: tp.Optional[int] = None,
         fisher_storage: str = "float32",
+        update: str = "adam",
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -663,6 +685,8 @@ class ZerothOrder(base.ConfiguredOptimizer):
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if fisher_refresh not in FISHER_REFRESHES:
             raise ValueError(f"fisher_refresh must be one of {FISHER_REFRESHES}, got {fisher_refresh!r}")
+        if update not in UPDATE_RULES:
+            raise ValueError(f"update must be one of {tuple(UPDATE_RULES)}, got {update!r}")
         if block_selection not in BLOCK_SELECTIONS:
             raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")
         config = dict(locals())
@@ -695,4 +719,5 @@ class ZerothOrder(base.ConfiguredOptimizer):
             raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {fisher_storage!r}")
         self.fisher_rank = None if fisher_rank is None else int(fisher_rank)
         self.fisher_storage = fisher_storage
+        self.update = update
         super().__init__(_ZerothOrder, config, as_config=True)
