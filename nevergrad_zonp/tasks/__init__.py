@@ -1,0 +1,25 @@
+"""Training and benchmark tasks (models, data, losses); import the submodules for the others."""
+
+from .attack import (
+    AttackProblem,
+    AttackSet,
+    attack_problems,
+    attack_success_rate,
+    l1_penalty,
+    margin_loss,
+    margin_loss_per_setting,
+    margins,
+    train_attack_classifier,
+)
+
+__all__ = [
+    "AttackProblem",
+    "AttackSet",
+    "attack_problems",
+    "attack_success_rate",
+    "l1_penalty",
+    "margin_loss",
+    "margin_loss_per_setting",
+    "margins",
+    "train_attack_classifier",
+]
