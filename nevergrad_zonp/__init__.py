@@ -1,13 +1,19 @@
 """nevergrad-zonp: zeroth-order training of black-box neural networks for Nevergrad.
 
-Importing the package registers ``ZONP``, ``ZOI`` and ``ZOco`` in
-``nevergrad.optimizers.registry``.
+Importing the package registers ``ZONP``, ``ZOI``, ``ZOco``, ``ZOSGD``, ``ZOSignSGD``,
+``SNES``, ``XNES`` and the learned optimizers ``ZOL2L`` and ``ZOL2LNoQuery`` in
+``nevergrad.optimizers.registry`` (the list is :data:`NAMES`).
 """
 
 from .adapters import HardwareAdapter, MiniBatches, ModelAdapter
-from .optimizers import NAMES, ZOI, ZONP, ZerothOrder, ZOco
+from .learned import ZOL2L, LearnedZO, ZOL2LNoQuery
+from .optimizers import NAMES as _OPTIMIZER_NAMES
+from .optimizers import ZOI, ZONP, ZerothOrder, ZOco
 from .oracle import OutputOracle
 from .vectorized import iteration_size, minimize_vectorized, uses_fast_path
+
+#: Names this package registers in ``ng.optimizers.registry``.
+NAMES = [*_OPTIMIZER_NAMES, "ZOL2L", "ZOL2LNoQuery"]
 
 __all__ = [
     "NAMES",
@@ -15,6 +21,9 @@ __all__ = [
     "ZOI",
     "ZOco",
     "ZerothOrder",
+    "ZOL2L",
+    "ZOL2LNoQuery",
+    "LearnedZO",
     "OutputOracle",
     "HardwareAdapter",
     "ModelAdapter",

