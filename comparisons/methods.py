@@ -8,6 +8,13 @@ evolution strategies; all other settings are the package defaults (DESIGN.md sec
 - ``ZONP``, ``ZOI``, ``ZOco``: :class:`~nevergrad_zonp.optimizers.ZerothOrder` with the
   natural, isotropic or coordinate sampler, ``Q`` directions (``Q + 1`` queries per
   iteration, plus ``n_b + 1`` per Fisher refresh for ZONP).
+- ``ZOSGD``, ``ZOSignSGD``: the isotropic ZO optimizer with plain SGD (unbiased
+  estimate) or sign SGD instead of Adam (the baselines of Ruan et al., ICLR 2020).
+- ``ZOL2L``, ``ZOL2LNoQuery``: the learned optimizer (:class:`~nevergrad_zonp.learned.LearnedZO`,
+  the shipped generic weights, the registry's) with and without its QueryRNN; its step
+  size is ``update_scale``, the factor on the UpdateRNN's output (1 = as meta-trained).
+  ``ZOL2L-attack``, ``ZOL2LNoQuery-attack``: the same with the weights meta-trained on
+  the digits attacks (the paper's benchmark; on training tasks, the transfer question).
 - ``SNES``: separable NES with its standard population ``4 + floor(3 ln n)``.
 - ``CMA-ES``: :func:`~nevergrad_zonp.optimizers.cma_es` with population ``Q + 1``, full
   covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above;
@@ -21,6 +28,7 @@ import typing as tp
 
 from nevergrad.optimization import base
 
+from nevergrad_zonp.learned import LearnedZO
 from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, ZerothOrder, cma_es
 
 #: Largest dimension that gets full-covariance CMA-ES (O(n^2) memory, O(n^3) per update);
@@ -56,11 +64,25 @@ class Method:
         return self.factory(num_directions, step_size, dimension, zo_settings or {})
 
 
-def _zeroth_order(sampler: str) -> Factory:
+def _zeroth_order(sampler: str, update: str = "adam") -> Factory:
     def factory(
         num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any]
     ) -> base.ConfiguredOptimizer:
-        return ZerothOrder(sampler=sampler, num_directions=num_directions, lr=step_size, **zo_settings)
+        return ZerothOrder(sampler=sampler, num_directions=num_directions, lr=step_size, update=update, **zo_settings)
+
+    return factory
+
+
+#: The task settings the learned optimizer reads (the rest configure Adam, schedules, the Fisher).
+LEARNED_SETTINGS = frozenset({"mu", "max_block_size", "block_selection"})
+
+
+def _learned(query: bool, weights: tp.Optional[str] = None) -> Factory:
+    def factory(
+        num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any]
+    ) -> base.ConfiguredOptimizer:
+        settings = {key: value for key, value in zo_settings.items() if key in LEARNED_SETTINGS}
+        return LearnedZO(weights=weights, query=query, num_directions=num_directions, update_scale=step_size, **settings)
 
     return factory
 
@@ -85,12 +107,22 @@ def _none(key: str) -> bool:
     return False
 
 
+def _learned_settings(key: str) -> bool:
+    return key in LEARNED_SETTINGS
+
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method("ZONP", _zeroth_order("natural"), "lr"),
         Method("ZOI", _zeroth_order("isotropic"), "lr", _without_fisher),
         Method("ZOco", _zeroth_order("coordinate"), "lr", _without_fisher),
+        Method("ZOSGD", _zeroth_order("isotropic", "sgd"), "lr", _without_fisher),
+        Method("ZOSignSGD", _zeroth_order("isotropic", "sign"), "lr", _without_fisher),
+        Method("ZOL2L", _learned(True), "update_scale", _learned_settings),
+        Method("ZOL2LNoQuery", _learned(False), "update_scale", _learned_settings),
+        Method("ZOL2L-attack", _learned(True, "attack_digits"), "update_scale", _learned_settings),
+        Method("ZOL2LNoQuery-attack", _learned(False, "attack_digits"), "update_scale", _learned_settings),
         Method("SNES", _snes, "sigma0", _none),
         Method("CMA-ES", _cma, "sigma0", _none),
     )

@@ -92,7 +92,9 @@ class Suite:
     tuning_seeds: seeds of the tuning runs (none of them among ``seeds``).
     grid_size: points of every method's initial log-spaced step-size grid.
     step_ranges: ``{step name: (lowest, highest)}`` of the initial grids (``"lr"`` for the
-        ZO methods' Adam learning rate, ``"sigma0"`` for the evolution strategies).
+        ZO methods' Adam learning rate, ``"sigma0"`` for the evolution strategies,
+        ``"update_scale"`` for the learned optimizer: the factor on its UpdateRNN's output,
+        1 = as meta-trained on attacks).
     max_extensions: how many times a grid whose best point is at an edge is extended by
         one point beyond that edge (same log spacing); a choice still at an edge after
         that is marked in ``tuning.json`` and the report.
@@ -193,11 +195,11 @@ def quick_suite() -> Suite:
             TaskSpec(name="digits", build=digits_task, batch_size=50),
             _embedded_equalization(),
         ),
-        methods=("ZONP", *BASELINES),
+        methods=("ZONP", *BASELINES, "ZOL2L"),
         budget=2000,
         seeds=(0, 1, 2),
         grid_size=4,
-        step_ranges={"lr": (1e-3, 0.3), "sigma0": (1e-3, 0.3)},
+        step_ranges={"lr": (1e-3, 0.3), "sigma0": (1e-3, 0.3), "update_scale": (0.03, 1.0)},
     )
 
 
@@ -216,6 +218,8 @@ def standard_suite() -> Suite:
       200,000 queries (Fisher about 4 % of the queries at the default period 100).
 
     5 reported seeds, 3 tuning seeds, 3-point grids extended at edges (at most 2 points).
+    The learned optimizer runs with its generic weights (``ZOL2L``, the registry's) and with
+    the weights meta-trained on attacks (``ZOL2L-attack``: how a learned rule transfers).
     """
     return Suite(
         name="standard",
@@ -232,12 +236,12 @@ def standard_suite() -> Suite:
             ),
             TaskSpec(name="digits", build=digits_task, batch_size=50, num_directions=100, budget=200_000),
         ),
-        methods=("ZONP", *BASELINES),
+        methods=("ZONP", *BASELINES, "ZOL2L", "ZOL2L-attack"),
         budget=30_000,
         seeds=(0, 1, 2, 3, 4),
         tuning_seeds=(1000, 1001, 1002),
         grid_size=3,
-        step_ranges={"lr": (3e-3, 0.1), "sigma0": (3e-3, 0.1)},
+        step_ranges={"lr": (3e-3, 0.1), "sigma0": (3e-3, 0.1), "update_scale": (0.03, 1.0)},
         max_extensions=2,
     )
 
@@ -270,11 +274,11 @@ def paper_suite(fashion_mnist: str | os.PathLike[str] | None = None, cifar10: st
     return Suite(
         name="paper",
         tasks=tuple(tasks),
-        methods=("ZONP", *BASELINES),
+        methods=("ZONP", *BASELINES, "ZOL2L"),
         budget=200_000,
         seeds=tuple(range(8)),
         grid_size=5,
-        step_ranges={"lr": (1e-4, 1e-1), "sigma0": (1e-4, 1e-1)},
+        step_ranges={"lr": (1e-4, 1e-1), "sigma0": (1e-4, 1e-1), "update_scale": (0.01, 1.0)},
     )
 
 

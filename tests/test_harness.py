@@ -160,7 +160,7 @@ def test_a_grid_is_extended_beyond_the_edge_its_best_point_is_on():
 
 def test_built_in_suites_are_defined_as_specified():
     quick = quick_suite()
-    assert set(quick.methods) == {"ZONP", "ZOI", "ZOco", "SNES", "CMA-ES"}
+    assert set(quick.methods) == {"ZONP", "ZOI", "ZOco", "SNES", "CMA-ES", "ZOL2L"}
     assert {task.name for task in quick.tasks} == {"digits", "equalization"}
     paper = paper_suite(fashion_mnist="/data/fashion", cifar10="/data/cifar")
     assert [task.name for task in paper.tasks] == ["fashion_mnist", "equalization", "copying", "cifar10"]
@@ -169,7 +169,7 @@ def test_built_in_suites_are_defined_as_specified():
     assert {task.name: task.num_directions for task in paper.tasks}["cifar10"] == 100
     standard = standard_suite()
     assert [task.name for task in standard.tasks] == ["equalization", "copying", "digits"]
-    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3 and set(standard.methods) == set(quick.methods)
+    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3 and set(standard.methods) == set(quick.methods) | {"ZOL2L-attack"}
     digits = standard.tasks[2]
     assert (digits.num_directions, digits.budget) == (100, 200_000)
 
