@@ -355,7 +355,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
             quality = json.loads(quality_file.read_text())
         else:
             for image in range(args.quality_images):
-                quality += estimator_quality("test", image, **common)
+                quality += estimator_quality("test", image, every=max(1, min(10, args.iterations // 4)), **common)
             write_atomic(quality_file, json.dumps(quality))
     problems = _problems(args.seed, common["n_train"], common["n_test"])
     settings = {
