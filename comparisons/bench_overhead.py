@@ -13,7 +13,7 @@ Workloads: digits CNN (2,654 parameters, batch 50) at Q = 10 and 100, the equali
 chip (564 parameters, Q = 10), the 33,642-parameter CIFAR Mixer (synthetic CIFAR-shaped
 data, batch 100) at Q = 100.  One torch thread and one BLAS thread (as the harness runs);
 the timed window is one Fisher period (ZONP refreshes once in it, as often as in a run).  Run:
-``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...]``;
+``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...]``;
 writes a markdown table to stdout (and ``--out FILE`` as JSON).
 """
 
@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--methods", nargs="+", default=["ZOI", "ZONP"], choices=["ZOI", "ZONP"])
+    parser.add_argument(
+        "--paths", nargs="+", default=["per-candidate", "fast"], choices=["per-candidate", "fast"],
+        help="which loop(s) to time (default both)",
+    )
     parser.add_argument("--out", help="JSON file of all measurements")
     args = parser.parse_args()
     rows = []
@@ -135,7 +139,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for workload in args.workloads:
         for method in args.methods:
-            for fast in (False, True):
+            for fast in [path == "fast" for path in args.paths]:
                 runs = [measure(workload, "natural" if method == "ZONP" else "isotropic", fast, args.iterations) for _ in range(args.repeats)]
                 rows.extend(runs)
                 med = {key: statistics.median(run[key] for run in runs) for key in ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share")}

@@ -15,6 +15,7 @@ import torch
 
 import nevergrad_zonp
 from nevergrad_zonp import ModelAdapter, ZerothOrder, minimize_vectorized, uses_fast_path
+from nevergrad_zonp.adapters import MiniBatches
 from nevergrad_zonp.optimizers import IterationRequest
 
 from test_adapters import classification_data, make_hardware, small_classifier
@@ -253,3 +254,64 @@ def test_the_image_tasks_loss_is_evaluated_for_all_settings_at_once_and_equals_t
     targets = torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(1))
     looped = np.array([float(F.cross_entropy(row, targets)) for row in outputs])
     np.testing.assert_allclose(adapter._losses(outputs, targets), looped, rtol=1e-6)
+
+
+def _block_settings_seen(adapter: ModelAdapter, theta: np.ndarray, start: int, deltas: np.ndarray) -> dict:
+    """The parameter tensors the fast path hands to the batched forward (the forward itself is skipped)."""
+    seen = {}
+
+    def record(params, in_dims, count, inputs):
+        seen.update(params)
+        return torch.zeros(count, len(inputs), 3)
+
+    adapter._call = record
+    adapter.block_losses(theta, start, deltas, key=0)
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_block_settings_are_the_full_vectors_rounded_to_the_parameter_dtype(dtype):
+    # Written straight in the parameter dtype, they must equal the float64 vectors converted
+    # by torch, bit for bit: signed zeros, subnormals and float32 overflow to inf included.
+    adapter = ModelAdapter(small_classifier().to(dtype), classification_data(), output="categorical", batch_size=20)
+    rng = np.random.RandomState(0)
+    theta = adapter.theta0 + rng.normal(size=adapter.dimension)
+    theta[[0, 19, 21]] = -0.0
+    theta[[1, 22]] = 1e-310
+    theta[[2, 23]] = 1e39
+    start, width = 17, 8  # the end of the first weight matrix and its bias
+    deltas = 1e-3 * rng.normal(size=(4, width))
+    deltas[0] = 0.0
+    deltas[1, 5] = -theta[start + 5]  # an exact zero
+    full = np.repeat(theta[None], len(deltas), axis=0)
+    full[:, start : start + width] += deltas
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seen = _block_settings_seen(adapter, theta, start, deltas)
+    touched = set()
+    for name, lo, hi, shape, param_dtype in adapter._segments():
+        expected = torch.from_numpy(np.ascontiguousarray(full[:, lo:hi])).to(param_dtype).reshape(len(deltas), *shape)
+        if lo >= start + width or hi <= start:
+            expected = expected[0]  # shared by all settings
+        else:
+            touched.add(name)
+        got = seen[name]
+        assert got.dtype == dtype and got.shape == expected.shape
+        assert got.contiguous().numpy().tobytes() == expected.contiguous().numpy().tobytes(), name
+    assert touched == {"0.weight", "0.bias"}
+
+
+def test_minibatches_gather_the_samples_of_their_key_as_indexing_does():
+    inputs, targets = classification_data(25)
+    for data in [(inputs, targets), ((inputs, inputs[:, :2].clone()), targets), (inputs.t().contiguous().t(), targets)]:
+        batches = MiniBatches(data, batch_size=10, seed=4)
+        for key in (0, 1, 5):
+            epoch, position = divmod(key, batches.batches_per_epoch)
+            permutation = torch.randperm(25, generator=torch.Generator().manual_seed(4 * 1_000_003 + epoch))
+            indices = permutation[position * 10 : (position + 1) * 10]
+            got_inputs, got_targets = batches.batch(key)
+            expected = data[0] if isinstance(data[0], tuple) else (data[0],)
+            got = got_inputs if isinstance(got_inputs, tuple) else (got_inputs,)
+            for tensor, source in zip(got, expected):
+                assert torch.equal(tensor, source[indices]) and tensor.stride() == source[indices].stride()
+            assert torch.equal(got_targets, targets[indices])

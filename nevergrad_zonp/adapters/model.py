@@ -80,6 +80,11 @@ class ModelAdapter(HardwareAdapter):
         self._dtypes = [named[name].dtype for name in names]
         sizes = [named[name].numel() for name in names]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        # (name, lo, hi, shape, dtype) per optimized tensor, offsets as Python ints: walked on every query.
+        self._segment_table = tuple(
+            (name, int(lo), int(hi), shape, dtype)
+            for name, lo, hi, shape, dtype in zip(names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes)
+        )
         theta0 = torch.cat([named[name].detach().reshape(-1).double() for name in names]).numpy()
         self._vmap_ok = True
         super().__init__(
@@ -107,8 +112,8 @@ class ModelAdapter(HardwareAdapter):
             for name, lo, hi, shape in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes):
                 named[name].copy_(torch.from_numpy(vector[lo:hi]).reshape(shape))
 
-    def _segments(self) -> tp.Iterator[tp.Tuple[str, int, int, tp.Tuple[int, ...], torch.dtype]]:
-        return zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes)
+    def _segments(self) -> tp.Tuple[tp.Tuple[str, int, int, tp.Tuple[int, ...], torch.dtype], ...]:
+        return self._segment_table
 
     def _outputs_of(self, thetas: torch.Tensor, inputs: tp.Any) -> torch.Tensor:
         count = len(thetas)
@@ -131,10 +136,8 @@ class ModelAdapter(HardwareAdapter):
         for name, lo, hi, shape, dtype in self._segments():
             first, last = max(start, lo), min(stop, hi)
             if first < last:
-                values = np.repeat(theta[None, lo:hi], count, axis=0)
-                values[:, first - lo : last - lo] += deltas[:, first - start : last - start]
-                values_t = torch.from_numpy(values).reshape(count, *shape)
-                params[name], in_dims[name] = values_t.to(self.device, dtype), 0
+                values = _block_settings(theta, lo, hi, first, deltas[:, first - start : last - start], dtype)
+                params[name], in_dims[name] = values.reshape(count, *shape).to(self.device, dtype), 0
             else:
                 params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
         return self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
@@ -173,6 +176,32 @@ class ModelAdapter(HardwareAdapter):
                     for v in range(count)
                 ]
             ).cpu()
+
+
+#: Parameter dtypes whose block settings are rounded straight into an array of that dtype.
+_NUMPY_DTYPES: tp.Dict[torch.dtype, tp.Type[np.floating]] = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _block_settings(theta: np.ndarray, lo: int, hi: int, first: int, deltas: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """``V`` copies of the segment ``theta[lo:hi]`` with ``deltas (V, m)`` added to ``theta[first:first + m]``.
+
+    Each sum is formed in float64 and rounded once to ``dtype``, as converting the float64
+    settings with ``.to(dtype)`` would (same values, bit for bit, overflow to inf included);
+    for float32 and float64 parameters the rows are written straight in that dtype, without
+    a float64 copy of the whole segment per setting.  Other dtypes (numpy's float16 rounding
+    differs from torch's) get the float64 settings, converted by the caller.
+    """
+    last = first + deltas.shape[1]
+    target = _NUMPY_DTYPES.get(dtype)
+    if target is None:
+        values = np.repeat(theta[None, lo:hi], len(deltas), axis=0)
+        values[:, first - lo : last - lo] += deltas
+        return torch.from_numpy(values)
+    values = np.empty((len(deltas), hi - lo), dtype=target)
+    with np.errstate(over="ignore"):  # torch rounds values beyond float32's range to inf silently
+        values[:] = theta[lo:hi]
+        np.add(theta[first:last], deltas, out=values[:, first - lo : last - lo], casting="same_kind")
+    return torch.from_numpy(values)
 
 
 def _to_device(inputs: tp.Any, device: torch.device) -> tp.Any:

@@ -35,15 +35,15 @@ def zo_gradient(base_loss: float, losses: np.ndarray, directions: np.ndarray, mu
 
 
 class BlockAdam:
-    #: ``lam`` of the estimate this rule is given is ``1 / n``: Adam is invariant to its scale.
-    unbiased_estimate = False
-
     """Adam (Kingma & Ba, 2015) with per-coordinate moments where each step touches one block.
 
     Moments ``m, v`` are kept for every coordinate; the bias correction uses the number of
     steps *that block* has taken, so a block stepped for the first time late in a run gets
     the same correction as at the start.
     """
+
+    #: ``lam`` of the estimate this rule is given is ``1 / n``: Adam is invariant to its scale.
+    unbiased_estimate = False
 
     def __init__(
         self, dimension: int, num_blocks: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8

@@ -327,8 +327,9 @@ class _ZerothOrder(base.Optimizer):
         iteration.fast = True
         self._num_ask += iteration.size
         start, stop = int(self._bounds[iteration.block]), int(self._bounds[iteration.block + 1])
-        deltas = np.zeros((iteration.size, stop - start))
-        deltas[1:] = self._step_size(stop - start) * iteration.directions
+        deltas = np.empty((iteration.size, stop - start))
+        deltas[0] = 0.0
+        np.multiply(self._step_size(stop - start), iteration.directions, out=deltas[1:])
         assert self._origin is not None
         return IterationRequest(
             index=iteration.index, theta=self._origin + iteration.base, start=start, deltas=deltas, key=iteration.batch
@@ -507,7 +508,7 @@ class _ZerothOrder(base.Optimizer):
                 directions = self._sampler.sample(self._rng, block, size, num_directions)
             if self._config.normalize:
                 norms = np.linalg.norm(directions, axis=1, keepdims=True)
-                directions = directions * (math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny))
+                directions *= math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny)  # a fresh draw: in place
         return directions
 
     def _estimate_scale(self, size: int) -> float:
