@@ -14,7 +14,8 @@ evolution strategies; all other settings are the package defaults (DESIGN.md sec
   the shipped generic weights, the registry's) with and without its QueryRNN; its step
   size is ``update_scale``, the factor on the UpdateRNN's output (1 = as meta-trained).
   ``ZOL2L-attack``, ``ZOL2LNoQuery-attack``: the same with the weights meta-trained on
-  the digits attacks (the paper's benchmark; on training tasks, the transfer question).
+  the digits attacks (the paper's benchmark; on training tasks, the transfer question);
+  ``ZOL2L-equalization``: meta-trained on fine-tuning equalization chips (a training task).
 - ``SNES``: separable NES with its standard population ``4 + floor(3 ln n)``.
 - ``CMA-ES``: :func:`~nevergrad_zonp.optimizers.cma_es` with population ``Q + 1``, full
   covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above;
@@ -123,6 +124,7 @@ METHODS: dict[str, Method] = {
         Method("ZOL2LNoQuery", _learned(False), "update_scale", _learned_settings),
         Method("ZOL2L-attack", _learned(True, "attack_digits"), "update_scale", _learned_settings),
         Method("ZOL2LNoQuery-attack", _learned(False, "attack_digits"), "update_scale", _learned_settings),
+        Method("ZOL2L-equalization", _learned(True, "equalization"), "update_scale", _learned_settings),
         Method("SNES", _snes, "sigma0", _none),
         Method("CMA-ES", _cma, "sigma0", _none),
     )

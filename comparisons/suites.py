@@ -219,7 +219,8 @@ def standard_suite() -> Suite:
 
     5 reported seeds, 3 tuning seeds, 3-point grids extended at edges (at most 2 points).
     The learned optimizer runs with its generic weights (``ZOL2L``, the registry's) and with
-    the weights meta-trained on attacks (``ZOL2L-attack``: how a learned rule transfers).
+    the weights meta-trained on attacks (``ZOL2L-attack``: how a learned rule transfers) and
+    on equalization chips of other seeds (``ZOL2L-equalization``: meta-trained on a training task).
     """
     return Suite(
         name="standard",
@@ -236,7 +237,7 @@ def standard_suite() -> Suite:
             ),
             TaskSpec(name="digits", build=digits_task, batch_size=50, num_directions=100, budget=200_000),
         ),
-        methods=("ZONP", *BASELINES, "ZOL2L", "ZOL2L-attack"),
+        methods=("ZONP", *BASELINES, "ZOL2L", "ZOL2L-attack", "ZOL2L-equalization"),
         budget=30_000,
         seeds=(0, 1, 2, 3, 4),
         tuning_seeds=(1000, 1001, 1002),

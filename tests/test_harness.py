@@ -169,7 +169,7 @@ def test_built_in_suites_are_defined_as_specified():
     assert {task.name: task.num_directions for task in paper.tasks}["cifar10"] == 100
     standard = standard_suite()
     assert [task.name for task in standard.tasks] == ["equalization", "copying", "digits"]
-    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3 and set(standard.methods) == set(quick.methods) | {"ZOL2L-attack"}
+    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3 and set(standard.methods) == set(quick.methods) | {"ZOL2L-attack", "ZOL2L-equalization"}
     digits = standard.tasks[2]
     assert (digits.num_directions, digits.budget) == (100, 200_000)
 

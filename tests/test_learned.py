@@ -29,7 +29,7 @@ def fresh_weights(tmp_path_factory):
     """Untrained networks with a visibly non-trivial query output, in a weights file."""
     update, query = update_rnn(0), query_rnn(0)
     with torch.no_grad():
-        query.head.weight.mul_(30.0)
+        query.head.weight.mul_(100.0)
     path = tmp_path_factory.mktemp("weights") / "fresh.npz"
     return save_weights(path, update, query, {"made_by": "test"})
 
@@ -64,7 +64,9 @@ def test_weights_files_round_trip_and_bad_files_are_named(tmp_path, fresh_weight
         LearnedZO(weights="attack_mnist")
 
 
-@pytest.mark.parametrize("name, family", [("generic", "quadratic"), ("attack_digits", "attack")])
+@pytest.mark.parametrize(
+    "name, family", [("generic", "quadratic"), ("attack_digits", "attack"), ("equalization", "equalization")]
+)
 def test_shipped_weights_load_and_say_how_they_were_made(name, family):
     update, query, meta = load_weights(name)
     assert SHIPPED_WEIGHTS[name].is_file() and SHIPPED_WEIGHTS[name].stat().st_size < 20_000
@@ -93,8 +95,10 @@ def test_a_step_is_the_update_rnn_applied_to_the_unbiased_estimate(fresh_weights
 
 @pytest.mark.parametrize("probability", [0.0, 1.0])
 def test_query_rnn_directions_are_used_with_their_probability(fresh_weights, probability):
+    param = ng.p.Array(shape=(8,))
+    param.random_state.seed(0)
     optimizer = LearnedZO(weights=fresh_weights, query_probability=probability, num_directions=3)(
-        parametrization=8, budget=10_000
+        parametrization=param, budget=10_000
     )
     for _ in range(6):
         request = optimizer.ask_iteration()

@@ -48,6 +48,7 @@ def train(args: argparse.Namespace) -> None:
         meta_gradient=args.meta_gradient,
         seed=args.seed,
         validation_optimizees=args.validation,
+        input_scale=args.input_scale,
     )
     result = meta_train(_family(args), config, progress=not args.no_progress)
     metadata = {
@@ -106,6 +107,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     trainer.add_argument("--meta-gradient", choices=("autograd", "zo"), default=defaults.meta_gradient)
     trainer.add_argument("--validation", type=int, default=defaults.validation_optimizees,
                          help="optimizees of the fixed validation draw that picks each stage's best epoch (0: last epoch)")
+    trainer.add_argument("--input-scale", type=float, default=defaults.input_scale,
+                         help="fixed factor on the RNNs' inputs (stored with the weights)")
     trainer.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible numbers)")
     trainer.add_argument("--no-progress", action="store_true")
     trainer.set_defaults(run=train)

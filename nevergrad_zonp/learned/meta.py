@@ -85,6 +85,7 @@ class MetaConfig:
     hidden: int = 10
     seed: int = 0
     validation_optimizees: int = 10
+    input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("epochs_update", "epochs_query"):
@@ -95,7 +96,7 @@ class MetaConfig:
         for name in ("optimizees_per_epoch", "steps", "truncation", "num_directions", "zo_meta_directions", "hidden"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("lr_update", "lr_query", "mu", "clip"):
+        for name in ("lr_update", "lr_query", "mu", "clip", "input_scale"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
         if not self.query_penalty >= 0:
@@ -244,8 +245,8 @@ def meta_train(
     """
     config = MetaConfig() if config is None else config
     generator = torch.Generator().manual_seed(config.seed)
-    update = update_rnn(config.seed, config.hidden)
-    query = query_rnn(config.seed, config.hidden)
+    update = update_rnn(config.seed, config.hidden, config.input_scale)
+    query = query_rnn(config.seed, config.hidden, config.input_scale)
     history: tp.List[tp.Dict[str, float]] = []
     started = time.perf_counter()
     stages = [("update", config.epochs_update), ("query", config.epochs_query)]

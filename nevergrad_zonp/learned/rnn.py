@@ -39,8 +39,11 @@ _WEIGHTS_FOLDER = Path(__file__).resolve().parent / "weights"
 #: Weights shipped with the package, by name (how each was made: README and its metadata).
 #: ``generic``: meta-trained on random quadratics at scales 0.1..10 (the registry default,
 #: for Nevergrad problems); ``attack_digits``: on black-box attacks of the digits classifier
-#: (the ZO-L2L paper's benchmark).
-SHIPPED_WEIGHTS = {"generic": _WEIGHTS_FOLDER / "generic.npz", "attack_digits": _WEIGHTS_FOLDER / "attack_digits.npz"}
+#: (the ZO-L2L paper's benchmark); ``equalization``: on fine-tuning equalization chips after
+#: backprop pretraining (a training task; chip seeds none of the suites use).
+SHIPPED_WEIGHTS = {
+    name: _WEIGHTS_FOLDER / f"{name}.npz" for name in ("generic", "attack_digits", "equalization")
+}
 DEFAULT_WEIGHTS = SHIPPED_WEIGHTS["generic"]
 
 
@@ -63,13 +66,21 @@ class CoordinateLSTM(nn.Module):
     inputs: features per coordinate (1 for the UpdateRNN, 2 for the QueryRNN).
     hidden: hidden size of the cell.
     output_scale: factor applied to the initial output weights and bias.
+    input_scale: fixed factor on the features (not trained; stored with the weights).
     """
 
-    def __init__(self, inputs: int, hidden: int = HIDDEN, output_scale: float = OUTPUT_SCALE) -> None:
+    def __init__(
+        self, inputs: int, hidden: int = HIDDEN, output_scale: float = OUTPUT_SCALE, input_scale: float = 1.0
+    ) -> None:
         super().__init__()
         if inputs < 1 or hidden < 1:
             raise ValueError(f"inputs and hidden must be positive, got {inputs} and {hidden}")
+        if not input_scale > 0:
+            raise ValueError(f"input_scale must be positive, got {input_scale}")
         self.inputs, self.hidden = int(inputs), int(hidden)
+        # A fixed factor on the inputs (part of the weights file): the estimates of a family
+        # whose gradients are large would otherwise saturate the LSTM's gates.
+        self.register_buffer("input_scale", torch.tensor(float(input_scale), dtype=torch.float64))
         self.cell = nn.LSTMCell(self.inputs, self.hidden, bias=False, dtype=torch.float64)
         self.head = nn.Linear(self.hidden, 1, dtype=torch.float64)
         with torch.no_grad():
@@ -85,22 +96,22 @@ class CoordinateLSTM(nn.Module):
         """Outputs ``(M,)`` and the next state for ``features`` of shape ``(M, inputs)`` (M coordinates)."""
         if features.ndim != 2 or features.shape[1] != self.inputs:
             raise ValueError(f"features must have shape (coordinates, {self.inputs}), got {tuple(features.shape)}")
-        h, c = self.cell(features, state)
+        h, c = self.cell(features * self.input_scale, state)
         return self.head(h)[:, 0], (h, c)
 
 
-def update_rnn(seed: int = 0, hidden: int = HIDDEN) -> CoordinateLSTM:
+def update_rnn(seed: int = 0, hidden: int = HIDDEN, input_scale: float = 1.0) -> CoordinateLSTM:
     """A freshly initialised UpdateRNN (seeded, without touching torch's global random state)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CoordinateLSTM(1, hidden)
+        return CoordinateLSTM(1, hidden, input_scale=input_scale)
 
 
-def query_rnn(seed: int = 0, hidden: int = HIDDEN) -> CoordinateLSTM:
+def query_rnn(seed: int = 0, hidden: int = HIDDEN, input_scale: float = 1.0) -> CoordinateLSTM:
     """A freshly initialised QueryRNN (seeded, without touching torch's global random state)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        return CoordinateLSTM(2, hidden)
+        return CoordinateLSTM(2, hidden, input_scale=input_scale)
 
 
 def query_std(output: torch.Tensor) -> torch.Tensor:
@@ -140,6 +151,7 @@ def load_weights(path: tp.Union[str, os.PathLike, None] = None) -> tp.Tuple[Coor
         if "cell.weight_hh" not in state:
             raise ValueError(f"{path} has no {prefix} network")
         hidden = state["cell.weight_hh"].shape[1]
+        state.setdefault("input_scale", torch.tensor(1.0, dtype=torch.float64))  # files written before the option
         network = CoordinateLSTM(inputs, hidden)
         try:
             network.load_state_dict(state)
