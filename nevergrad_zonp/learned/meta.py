@@ -14,11 +14,14 @@ meta-losses) rather than one after the other.  Truncated backpropagation through
 meta-update every ``truncation`` (20) steps, then the graph is cut.  Each step is exactly the
 optimizer's (:class:`~.optimizer.LearnedZO`): ``Q`` directions, forward differences with
 displacement ``mu / sqrt(d)`` per unit of the direction, estimate ``g = (1/Q) sum (l_q - l_0)/d u_q``,
-update ``x += UpdateRNN(g)``.
+update ``x += UpdateRNN(g)``, with the whole vector as one block (``LearnedZO`` with
+``max_block_size >= d``) and, in stage 2, the QueryRNN's directions at every step (the
+optimizer uses them with probability ``query_probability``).
 
 Meta-loss (``meta_loss="decrease"``, the paper's): ``sum_t t * (f(x_t) - f(x_{t-1}))``
-over the steps of a window (``t`` the step's index in the unroll), which weights later
-improvements more; ``"sum"`` is the plain ``sum_t f(x_t)`` of Andrychowicz et al. (2016).
+over the steps of a window (``t`` the step's index in the unroll), with ``f(x_{t-1})``
+taken as a constant as in the authors' code, so the meta-gradient is ``sum_t t grad f(x_t)``:
+later losses weigh more; ``"sum"`` is the plain ``sum_t f(x_t)`` of Andrychowicz et al. (2016).
 The meta-gradient needs ``df/dx`` along the unroll: in simulation it is the optimizee's
 autograd gradient (``meta_gradient="autograd"``, default); ``"zo"`` replaces every such
 derivative by a forward-difference estimate with ``zo_meta_directions`` Gaussian
@@ -211,10 +214,18 @@ def unroll(
         else:
             window = window + f_now.mean()
         window = window + penalty
-        f_previous = f_now
+        # The previous loss enters the next term as a constant (the authors' code): the
+        # meta-gradient is sum_t t grad f_t.  Kept in the graph, the sum would telescope to
+        # b f_b - sum_{t<b} f_t and reward high losses at the intermediate steps.
+        f_previous = f_now.detach()
         previous_estimate, previous_update = estimate.detach(), step.detach()
         if t % config.truncation == 0 or t == config.steps:
             meta_total += float(window.detach())
+            if not torch.isfinite(window.detach()):
+                raise FloatingPointError(
+                    f"non-finite meta-loss at step {t} of an unroll (optimizee losses {f_now.detach().tolist()}): "
+                    "lower the meta learning rate or the input scale"
+                )
             if meta_optimizer is not None and window.requires_grad:
                 meta_optimizer.zero_grad()
                 window.backward()
@@ -262,27 +273,28 @@ def meta_train(
     def validate(query_used: tp.Optional[CoordinateLSTM]) -> float:
         assert validation is not None
         fixed = torch.Generator().manual_seed(config.seed + 104729)
-        return unroll(validation, update, query_used, config, fixed)["final_loss"]
+        with torch.no_grad():
+            return unroll(validation, update, query_used, config, fixed)["final_loss"]
 
     for stage, epochs in stages:
         if not epochs:
             continue
         if stage == "update":
             update.requires_grad_(True)
-            trained, frozen_query = update, None
+            trained, query_used = update, None
             meta_optimizer = torch.optim.Adam(update.parameters(), lr=config.lr_update)
         else:
             update.requires_grad_(False)
             query.requires_grad_(True)
-            trained, frozen_query = query, query
+            trained, query_used = query, query
             meta_optimizer = torch.optim.Adam(query.parameters(), lr=config.lr_query)
         best_score, best_state = math.inf, copy.deepcopy(trained.state_dict())
         for epoch in range(epochs):
             optimizees = family(generator, config.optimizees_per_epoch)
-            record = unroll(optimizees, update, frozen_query, config, generator, meta_optimizer)
+            record = unroll(optimizees, update, query_used, config, generator, meta_optimizer)
             record = {"stage": stage, "epoch": epoch, **record}
             if validation is not None:
-                record["validation_loss"] = validate(frozen_query)
+                record["validation_loss"] = validate(query_used)
                 if record["validation_loss"] < best_score:
                     best_score, best_state = record["validation_loss"], copy.deepcopy(trained.state_dict())
             history.append(record)

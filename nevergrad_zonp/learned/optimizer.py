@@ -16,6 +16,8 @@ loop with two pieces replaced:
 The same ``Q + 1`` queries per iteration on one mini-batch, budget accounting, non-finite
 loss handling (a bad base loss sends the iterate back and resets the blocks' RNN states),
 ask/tell, the iteration-level fast path and dump/load as every ZO optimizer of the package.
+One difference: an iteration asked ahead (several workers) whose base point the iterate has
+left by the time it is told is not used (its queries are spent).
 The RNN states (hidden and cell, 10 numbers each per coordinate and network) are part of the
 optimizer's state and pickle with it.
 """
@@ -51,6 +53,7 @@ class _LearnedZO(_ZerothOrder):
             sampler="isotropic",
             num_directions=learned.num_directions,
             lr=1.0,
+            update="sgd",  # not used (the UpdateRNN steps); the rule without moments to store
             mu=learned.mu,
             max_block_size=learned.max_block_size,
             block_selection=learned.block_selection,
@@ -114,6 +117,13 @@ class _LearnedZO(_ZerothOrder):
     def _estimate_scale(self, size: int) -> float:
         return 1.0
 
+    def _uses_estimate(self, iteration: tp.Any) -> bool:
+        # An iteration asked ahead (several workers) estimates at a point the iterate has
+        # since left: the RNNs were meta-trained on one estimate per step, at the current
+        # point, and a second learned step on a stale estimate overshot (a 4-d sphere with 8
+        # workers ended at 1.38 instead of below 0.05).  Such estimates are dropped.
+        return bool(np.array_equal(iteration.base, self._x))
+
     def _apply_step(self, grad: np.ndarray, block: int, start: int, stop: int, scale: float) -> None:
         with torch.no_grad():
             output, state = self._update_rnn(
@@ -123,10 +133,9 @@ class _LearnedZO(_ZerothOrder):
         if not np.all(np.isfinite(update)):
             return  # cannot happen for finite estimates (a bounded LSTM); never step into NaN
         self._store(self._update_state, state, start, stop)
-        step = (scale * self._learned.update_scale) * update
-        self._x[start:stop] += step
+        self._x[start:stop] += (scale * self._learned.update_scale) * update
         self._previous_estimate[start:stop] = grad
-        self._previous_update[start:stop] = step
+        self._previous_update[start:stop] = update  # the QueryRNN's input as in meta-training (unscaled)
 
     def _reset_block(self, block: int) -> None:
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
@@ -149,8 +158,8 @@ class LearnedZO(base.ConfiguredOptimizer):
         a weights file written by ``python -m nevergrad_zonp.learned train``, or the name of
         weights shipped with the package: ``"generic"`` (``None``, the default: meta-trained on
         random quadratics of scales 0.1 to 10, for Nevergrad problems in their standardized
-        space) or ``"attack_digits"`` (meta-trained on black-box attacks of the digits
-        classifier, the paper's benchmark).  How each was made: its metadata and the README.
+        space), ``"attack_digits"`` (meta-trained on black-box attacks of the digits
+        classifier, the paper's benchmark) or ``"equalization"`` (fine-tuning equalization chips).  How each was made: its metadata and the README.
     query: bool
         use the QueryRNN (``False``: isotropic directions, ZO-L2L without QueryRNN).
     query_probability: float
@@ -162,7 +171,8 @@ class LearnedZO(base.ConfiguredOptimizer):
         unit Gaussian); the weights were meta-trained with the value in their metadata.
     max_block_size: int
         N_max, as for :class:`~nevergrad_zonp.optimizers.ZerothOrder` (the RNNs are
-        coordinate-wise, so any block size works).
+        coordinate-wise, so any block size works, but meta-training uses the whole vector as
+        one block: set it to at least the dimension to run as trained, e.g. 784 for attacks).
     block_selection: str
         ``"random"`` or ``"cyclic"``.
     update_scale: float

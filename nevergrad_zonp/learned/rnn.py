@@ -12,7 +12,7 @@ any dimension.
   coordinate is ``1 + o``, renormalised over the block to mean square 1.
 
 Both are one LSTM layer of hidden size 10 without biases, followed by a linear map
-``10 -> 1`` whose initial weights are scaled by 0.1 so that an untrained network starts near
+``10 -> 1`` without bias whose initial weights are scaled by 0.1 so that an untrained network starts near
 zero output (small updates, isotropic queries).  Everything runs in float64.
 
 Weights are stored as a compressed NumPy ``.npz`` archive (plain arrays, no pickle) with a
@@ -65,7 +65,7 @@ class CoordinateLSTM(nn.Module):
     ----------
     inputs: features per coordinate (1 for the UpdateRNN, 2 for the QueryRNN).
     hidden: hidden size of the cell.
-    output_scale: factor applied to the initial output weights and bias.
+    output_scale: factor applied to the initial output weights.
     input_scale: fixed factor on the features (not trained; stored with the weights).
     """
 
@@ -82,10 +82,9 @@ class CoordinateLSTM(nn.Module):
         # whose gradients are large would otherwise saturate the LSTM's gates.
         self.register_buffer("input_scale", torch.tensor(float(input_scale), dtype=torch.float64))
         self.cell = nn.LSTMCell(self.inputs, self.hidden, bias=False, dtype=torch.float64)
-        self.head = nn.Linear(self.hidden, 1, dtype=torch.float64)
+        self.head = nn.Linear(self.hidden, 1, bias=False, dtype=torch.float64)  # no constant drift (the authors')
         with torch.no_grad():
             self.head.weight.mul_(output_scale)
-            self.head.bias.mul_(output_scale)
 
     def initial_state(self, count: int) -> State:
         """Zero hidden and cell states for ``count`` coordinates."""

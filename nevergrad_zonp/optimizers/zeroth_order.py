@@ -511,6 +511,10 @@ class _ZerothOrder(base.Optimizer):
                 directions *= math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny)  # a fresh draw: in place
         return directions
 
+    def _uses_estimate(self, iteration: _Iteration) -> bool:
+        """Whether a finished iteration's estimate moves the iterate (all do, also when asked ahead)."""
+        return True
+
     def _estimate_scale(self, size: int) -> float:
         """``lam`` of the ZO estimate on a block of ``size``: ``1 / n`` (Adam, sign), 1 for plain SGD."""
         return 1.0 if self._rule.unbiased_estimate else 1.0 / size
@@ -569,7 +573,7 @@ class _ZerothOrder(base.Optimizer):
             del self._stepped_blocks[: iteration.steps_at_start - self._anchor_steps]
             self._anchor_steps = iteration.steps_at_start
         valid = np.isfinite(losses)
-        if not valid.any():
+        if not valid.any() or not self._uses_estimate(iteration):
             return
         block = iteration.block
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
