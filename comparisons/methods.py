@@ -25,11 +25,13 @@ evolution strategies; all other settings are the package defaults (DESIGN.md sec
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing as tp
 
 from nevergrad.optimization import base
 
 from nevergrad_zonp.learned import LearnedZO
+from nevergrad_zonp.learned.rnn import weights_path
 from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, ZerothOrder, cma_es
 
 #: Largest dimension that gets full-covariance CMA-ES (O(n^2) memory, O(n^3) per update);
@@ -52,6 +54,8 @@ class Method:
     step_name: str
     #: the ``zo_settings`` keys that change this method's runs (``None``: all of them)
     relevant_settings: tp.Optional[tp.Callable[[str], bool]] = None
+    #: what else a run depends on, checked when a stored run is reused (e.g. a weights file's hash)
+    fingerprint: tp.Optional[tp.Callable[[], dict[str, tp.Any]]] = None
 
     def relevant(self, zo_settings: tp.Mapping[str, tp.Any]) -> dict[str, tp.Any]:
         """The part of a task's ``zo_settings`` that this method's runs depend on."""
@@ -112,6 +116,15 @@ def _learned_settings(key: str) -> bool:
     return key in LEARNED_SETTINGS
 
 
+def _weights_fingerprint(weights: tp.Optional[str]) -> tp.Callable[[], dict[str, tp.Any]]:
+    """The hash of the weights file a learned method loads: retrained weights make its stored runs stale."""
+
+    def fingerprint() -> dict[str, tp.Any]:
+        return {"weights_sha256": hashlib.sha256(weights_path(weights).read_bytes()).hexdigest()[:16]}
+
+    return fingerprint
+
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
@@ -120,11 +133,14 @@ METHODS: dict[str, Method] = {
         Method("ZOco", _zeroth_order("coordinate"), "lr", _without_fisher),
         Method("ZOSGD", _zeroth_order("isotropic", "sgd"), "lr", _without_fisher),
         Method("ZOSignSGD", _zeroth_order("isotropic", "sign"), "lr", _without_fisher),
-        Method("ZOL2L", _learned(True), "update_scale", _learned_settings),
-        Method("ZOL2LNoQuery", _learned(False), "update_scale", _learned_settings),
-        Method("ZOL2L-attack", _learned(True, "attack_digits"), "update_scale", _learned_settings),
-        Method("ZOL2LNoQuery-attack", _learned(False, "attack_digits"), "update_scale", _learned_settings),
-        Method("ZOL2L-equalization", _learned(True, "equalization"), "update_scale", _learned_settings),
+        Method("ZOL2L", _learned(True), "update_scale", _learned_settings, _weights_fingerprint(None)),
+        Method("ZOL2LNoQuery", _learned(False), "update_scale", _learned_settings, _weights_fingerprint(None)),
+        Method("ZOL2L-attack", _learned(True, "attack_digits"), "update_scale", _learned_settings,
+               _weights_fingerprint("attack_digits")),
+        Method("ZOL2LNoQuery-attack", _learned(False, "attack_digits"), "update_scale", _learned_settings,
+               _weights_fingerprint("attack_digits")),
+        Method("ZOL2L-equalization", _learned(True, "equalization"), "update_scale", _learned_settings,
+               _weights_fingerprint("equalization")),
         Method("SNES", _snes, "sigma0", _none),
         Method("CMA-ES", _cma, "sigma0", _none),
     )

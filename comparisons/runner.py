@@ -139,11 +139,14 @@ def _run_identity(task_settings: tp.Mapping[str, tp.Any], method: str) -> dict[s
 
 
 def _same_run(record: Record, spec: "RunSpec") -> bool:
-    """Whether a stored ``record`` is a run of ``spec`` (same key and same relevant task settings)."""
+    """Whether a stored ``record`` is a run of ``spec`` (same key, relevant task settings and method fingerprint)."""
     stored = record.get("settings", {}).get("task")
     if stored is None:
         return False
     expected = json.loads(json.dumps(spec.task.settings()))  # as it would be stored
+    fingerprint = METHODS[spec.method].fingerprint
+    if fingerprint is not None and record["settings"].get("fingerprint") != fingerprint():
+        return False  # e.g. a learned optimizer's weights were retrained since
     return _run_identity(stored, spec.method) == _run_identity(expected, spec.method)
 
 
@@ -322,6 +325,8 @@ def _execute(spec: RunSpec) -> Record:
         "phase": spec.phase,
         "torch_threads": torch.get_num_threads(),
     }
+    if method.fingerprint is not None:
+        settings["fingerprint"] = method.fingerprint()
     return {"key": spec.key, "row": row, "curve": curve.points, "settings": settings}
 
 

@@ -270,3 +270,18 @@ def test_the_compact_fisher_study_runs_the_same_protocol_with_the_rank_and_stora
     assert {"fisher_period": 160, "fisher_rank": 16} in overrides
     assert {"fisher_period": 160, "fisher_storage": "float16"} in overrides
     assert all(spec.method == "ZONP" for _, spec in pairs)
+
+
+def test_a_stored_learned_run_is_reused_only_with_the_weights_it_was_made_with(monkeypatch):
+    from comparisons import methods
+
+    suite = standard_suite().restricted_to(["equalization"], ["ZOL2L"])
+    spec = RunSpec(task=suite.tasks[0], method="ZOL2L", seed=0, step_size=0.03, budget=30_000, checkpoints=10,
+                   phase="final")
+    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    stored = json.loads((folder / f"{spec.key}.json").read_text())
+    assert runner._same_run(stored, spec)  # made with the shipped weights
+    retrained = dataclasses.replace(methods.METHODS["ZOL2L"], fingerprint=lambda: {"weights_sha256": "0" * 16})
+    monkeypatch.setitem(methods.METHODS, "ZOL2L", retrained)
+    monkeypatch.setitem(runner.METHODS, "ZOL2L", retrained)
+    assert not runner._same_run(stored, spec)
