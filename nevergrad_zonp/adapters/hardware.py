@@ -281,19 +281,20 @@ class HardwareAdapter:
         out, targets = self._block_query(theta, start, deltas, key)
         losses = self._losses(out, targets)
         if self.penalty is not None:
-            theta, deltas, stop = self._check_block(theta, start, deltas)
-            thetas = np.repeat(theta[None], len(deltas), axis=0)
-            thetas[:, start:stop] += deltas
-            losses = losses + self._penalties(torch.from_numpy(thetas))
+            losses = losses + self._penalties(torch.from_numpy(self._full_settings(theta, start, deltas)))
         return losses
 
-    def _block_query(self, theta: tp.Any, start: int, deltas: tp.Any, key: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-        """Counted outputs and targets of the block settings (see :meth:`block_outputs`)."""
+    def _full_settings(self, theta: tp.Any, start: int, deltas: tp.Any) -> np.ndarray:
+        """The full parameter vectors ``(V, N)``: ``theta`` with ``deltas[v]`` added to its block."""
         theta, deltas, stop = self._check_block(theta, start, deltas)
         thetas = np.repeat(theta[None], len(deltas), axis=0)
         thetas[:, start:stop] += deltas
-        stacked = torch.from_numpy(thetas)
-        return self._query(len(thetas), key, lambda inputs: self._forward(stacked, inputs))
+        return thetas
+
+    def _block_query(self, theta: tp.Any, start: int, deltas: tp.Any, key: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Counted outputs and targets of the block settings (see :meth:`block_outputs`)."""
+        stacked = torch.from_numpy(self._full_settings(theta, start, deltas))
+        return self._query(len(stacked), key, lambda inputs: self._forward(stacked, inputs))
 
     def _check_block(self, theta: tp.Any, start: int, deltas: tp.Any) -> tp.Tuple[np.ndarray, np.ndarray, int]:
         theta = self._as_vector(theta)
