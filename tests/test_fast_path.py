@@ -16,7 +16,7 @@ import torch
 import nevergrad_zonp
 from nevergrad_zonp import ModelAdapter, ZerothOrder, minimize_vectorized, uses_fast_path
 from nevergrad_zonp.adapters import MiniBatches
-from nevergrad_zonp.optimizers import IterationRequest
+from nevergrad_zonp.optimizers import IterationRequest, cma_es
 
 from test_adapters import classification_data, make_hardware, small_classifier
 
@@ -34,9 +34,15 @@ def classifier_adapter(seed: int = 0) -> ModelAdapter:
     return ModelAdapter(small_classifier(seed), classification_data(), output="categorical", batch_size=20, seed=seed)
 
 
+#: The CMA-ES presets (not registered: built by ``cma_es``), full and separable.
+CMA_PRESETS = {"CMA-full": cma_es(5, sigma0=0.3), "CMA-diagonal": cma_es(5, sigma0=0.3, diagonal=True)}
+
+
 def run(name: str, objective, budget: int, fast: bool, dimension: int = 4, seed: int = 0, **settings):
     if settings:
         configured = ZerothOrder(**settings)
+    elif name in CMA_PRESETS:
+        configured = CMA_PRESETS[name]
     else:
         configured = ng.optimizers.registry[name]
     parametrization = objective.parametrization if hasattr(objective, "parametrization") else dimension
@@ -48,7 +54,7 @@ def run(name: str, objective, budget: int, fast: bool, dimension: int = 4, seed:
     return optimizer, recommendation.value
 
 
-@pytest.mark.parametrize("name", ZO_NAMES + NES_NAMES)
+@pytest.mark.parametrize("name", ZO_NAMES + NES_NAMES + list(CMA_PRESETS))
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_same_iterates_and_counters_on_both_paths_for_a_plain_objective(name, budget):
     slow, expected = run(name, square, budget, fast=False)
@@ -73,7 +79,7 @@ def test_same_iterates_on_both_paths_for_a_model_adapter_with_fisher(sampler):
     assert fast.num_ask == slow.num_ask and fast.num_tell == slow.num_tell
 
 
-@pytest.mark.parametrize("name", NES_NAMES)
+@pytest.mark.parametrize("name", NES_NAMES + list(CMA_PRESETS))
 def test_same_generations_on_both_paths_for_a_model_adapter(name):
     slow_adapter, fast_adapter = classifier_adapter(), classifier_adapter()
     _, expected = run(name, slow_adapter, 300, fast=False)
@@ -171,6 +177,17 @@ def test_bad_tells_are_refused_without_corrupting_the_state():
     nes.tell_iteration(generation, square(generation.values()))
     with pytest.raises(ValueError, match="not the open generation"):
         nes.tell_iteration(generation, square(generation.values()))
+    cma = CMA_PRESETS["CMA-diagonal"](parametrization=4, budget=100)
+    generation = cma.ask_iteration()
+    with pytest.raises(RuntimeError, match="not told yet"):
+        cma.ask_iteration()
+    with pytest.raises(ValueError, match="shape"):
+        cma.tell_iteration(generation, [0.0])
+    assert cma.num_tell == 0 and cma._es.countiter == 0
+    cma.tell_iteration(generation, square(generation.values()))
+    assert cma.num_tell == 6 and cma._es.countiter == 1
+    with pytest.raises(ValueError, match="not the open generation"):
+        cma.tell_iteration(generation, square(generation.values()))
 
 
 def nan_cliff(values):
@@ -178,7 +195,7 @@ def nan_cliff(values):
     return [float("nan") if x[0] > 0.3 else float(np.sum((np.asarray(x) - 1.0) ** 2)) for x in values]
 
 
-@pytest.mark.parametrize("name", ZO_NAMES + NES_NAMES)
+@pytest.mark.parametrize("name", ZO_NAMES + NES_NAMES + list(CMA_PRESETS))
 def test_nan_losses_on_the_fast_path_are_handled_as_on_the_per_candidate_path(name):
     _, expected = run(name, nan_cliff, 600, fast=False, dimension=3)
     fast, value = run(name, nan_cliff, 600, fast=True, dimension=3)
@@ -196,8 +213,9 @@ def test_dump_and_load_with_an_iteration_out():
             optimizer.tell_iteration(request, square(request.values()))
         return optimizer.provide_recommendation().value
 
-    for name in ("ZONP", "SNES"):
-        optimizer = ng.optimizers.registry[name](parametrization=4, budget=500)
+    for name in ("ZONP", "SNES", "CMA-diagonal"):
+        configured = CMA_PRESETS[name] if name in CMA_PRESETS else ng.optimizers.registry[name]
+        optimizer = configured(parametrization=4, budget=500)
         optimizer.parametrization.random_state.seed(1)
         for _ in range(3):
             request = optimizer.ask_iteration()
@@ -224,7 +242,10 @@ def test_the_fast_path_is_skipped_or_refused_where_it_does_not_apply():
     minimize_vectorized(watched, square)
     assert len(told) == 50  # the per-candidate path called the callback for every query
     cma = ng.optimizers.registry["CMA"](parametrization=3, budget=50)
-    assert not uses_fast_path(cma, square)
+    assert not uses_fast_path(cma, square)  # Nevergrad's selector, not our preset
+    best = cma_es(4, recommendation="best")(parametrization=3, budget=50)
+    assert not uses_fast_path(best, square)  # recommends the archive's best: needs every candidate told
+    assert uses_fast_path(CMA_PRESETS["CMA-full"](parametrization=3, budget=50), square)
 
 
 def test_the_harness_callback_sees_requests_and_the_adapter_counts_every_query():

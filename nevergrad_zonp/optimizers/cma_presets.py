@@ -20,7 +20,11 @@ import numpy as np
 from nevergrad.optimization import base
 from nevergrad.optimization.optimizerlib import ParametrizedCMA, _CMA
 
+from .iterations import IterationRequest, plain_array_origin
+
 RECOMMENDATIONS = ("mean", "best")
+#: Nevergrad's ``tell`` clips NaN, inf and anything from here up to this value.
+FAILED_LOSS = 5.0e20
 
 
 class _MeanRecommendingCMA(_CMA):
@@ -40,6 +44,74 @@ class _MeanRecommendingCMA(_CMA):
 
     def _internal_provide_recommendation(self) -> np.ndarray:
         return np.zeros(self.dimension) if self._mean is None else self._mean.copy()
+
+    # ----- generation-level fast path ------------------------------------------------
+    _origin: tp.Optional[np.ndarray] = None
+    _requested: tp.Optional[tuple[int, np.ndarray]] = None
+    _num_requests: int = 0
+
+    @property
+    def supports_iterations(self) -> bool:
+        """Whether :meth:`ask_iteration` can be used (a plain ``ng.p.Array``, ``cma`` not ``fcmaes``)."""
+        if self._config.fcmaes:
+            return False
+        if self._origin is None:
+            self._origin = plain_array_origin(self.parametrization)
+        return self._origin is not None
+
+    def ask_iteration(self) -> IterationRequest:
+        """Asks a whole generation at once, without a Nevergrad candidate per sample.
+
+        The request's ``theta`` is the parametrization's initial value, ``start`` 0 and
+        ``deltas`` the ``cma`` samples (standardized data, shape ``(popsize, n)``).  The
+        same ``cma`` draws, tells and restarts as Nevergrad's per-candidate ``ask``/``tell``
+        for the same seed; ``num_ask`` and ``num_tell`` grow by the population; the samples
+        do not enter Nevergrad's archive (the recommendation is the mean, not the archive's
+        best).  No candidate asked with ``ask`` may be waiting for its tell.  A generation
+        that would pass the budget is cut to the queries left and never told to ``cma``,
+        as on the per-candidate path.
+        """
+        if not self.supports_iterations:
+            raise TypeError("ask_iteration needs a plain ng.p.Array parametrization and cma (not fcmaes); use ask/tell")
+        if self._to_be_told or self._to_be_asked or self._requested is not None:
+            raise RuntimeError("candidates asked before are not told yet: tell them before ask_iteration()")
+        samples = np.array(self.es.ask(), dtype=float)
+        count = len(samples)
+        if self.budget is not None and 0 < self.budget - self.num_ask < count:
+            count = self.budget - self.num_ask
+        assert self._origin is not None
+        index = self._num_requests
+        self._num_requests += 1
+        self._requested = (index, samples[:count])
+        self._num_ask += count
+        return IterationRequest(index=index, theta=self._origin.copy(), start=0, deltas=samples[:count], key=index)
+
+    def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
+        """Tells the losses of the generation asked by :meth:`ask_iteration` and updates ``cma``.
+
+        NaN, inf and losses of at least ``5e20`` are clipped to ``5e20``, as Nevergrad's ``tell`` does.
+        """
+        values = np.asarray(losses, dtype=np.float64)
+        if values.shape != (request.size,):
+            raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} samples")
+        if self._requested is None or self._requested[0] != request.index:
+            raise ValueError(f"generation {request.index} is not the open generation asked with ask_iteration")
+        samples = self._requested[1]
+        self._requested = None
+        self._num_tell += len(values)
+        clipped = np.where(values < FAILED_LOSS, values, FAILED_LOSS)  # NaN compares False: clipped
+        es = self.es
+        if len(values) < es.popsize:
+            return  # a generation cut by the budget: never told to cma, as on the per-candidate path
+        # Nevergrad tells cma each candidate's standardized data read back from its value.
+        assert self._origin is not None
+        data = (self._origin[None] + samples) - self._origin[None]
+        try:
+            es.tell(list(data), clipped.tolist())
+        except (RuntimeError, AssertionError):
+            return
+        if es.countiter > 0:
+            self._mean = np.array(es.mean, dtype=float)
 
 
 def cma_es(
