@@ -86,7 +86,7 @@ import torch
 from nevergrad.optimization import base
 from threadpoolctl import threadpool_limits
 
-from nevergrad_zonp import ModelAdapter, minimize_vectorized
+from nevergrad_zonp import ModelAdapter, minimize_vectorized, reuse_freed_memory
 from nevergrad_zonp.photonics import transfer_parameters
 from nevergrad_zonp.tasks.base import pretrain
 
@@ -134,6 +134,7 @@ class RunSpec:
 def _run_identity(task_settings: tp.Mapping[str, tp.Any], method: str) -> dict[str, tp.Any]:
     """The task settings a run of ``method`` depends on (``zo_settings`` reduced to the relevant ones)."""
     identity = dict(task_settings)
+    identity.pop("methods", None)  # which methods a task runs does not change a run
     identity["zo_settings"] = METHODS[method].relevant(identity.get("zo_settings", {}))
     return identity
 
@@ -249,9 +250,12 @@ def execute_run(spec: RunSpec) -> Record:
     The run uses one thread: torch's intra-op pool and the BLAS/OpenMP pools numpy and
     ``cma`` use (``threadpoolctl``).  Parallelism comes from running several runs at once;
     nested thread pools on a few cores spin-wait against each other (full CMA-ES ran up
-    to 9x slower with two BLAS threads per worker on 2 cores).
+    to 9x slower with two BLAS threads per worker on 2 cores).  It also sets the process's
+    allocator to keep freed memory (:func:`nevergrad_zonp.reuse_freed_memory`), which
+    makes the batched forwards 1.2-1.5x faster and leaves every number unchanged.
     """
     torch.set_num_threads(1)
+    reuse_freed_memory()  # no page faults on every batched forward (see its docstring); results unchanged
     with threadpool_limits(limits=1):
         return _execute(spec)
 
@@ -486,7 +490,7 @@ def run_suite(
         grids = {
             (task.name, name): step_grid(*suite.step_ranges[METHODS[name].step_name], suite.grid_size)
             for task in suite.tasks
-            for name in suite.methods
+            for name in suite.methods_for(task)
         }
         tasks = {task.name: task for task in suite.tasks}
 
@@ -543,7 +547,7 @@ def run_suite(
         final_specs = [
             RunSpec(task, name, seed, chosen[task.name, name], task.budget or suite.budget, suite.checkpoints, "final")
             for task in suite.tasks
-            for name in suite.methods
+            for name in suite.methods_for(task)
             for seed in suite.seeds
         ]
         records.update(runs.run(final_specs))
@@ -560,7 +564,7 @@ def run_suite(
             for point in record["curve"]
         ]
     )
-    covered = {(task.name, name) for task in suite.tasks for name in suite.methods}
+    covered = {(task.name, name) for task in suite.tasks for name in suite.methods_for(task)}
     write_atomic(folder / RESULTS_FILE, _merged_table(folder / RESULTS_FILE, results, covered).to_csv(index=False))
     write_atomic(folder / CURVES_FILE, _merged_table(folder / CURVES_FILE, curves, covered).to_csv(index=False))
     return results

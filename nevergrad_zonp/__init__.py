@@ -9,6 +9,7 @@ from .adapters import HardwareAdapter, MiniBatches, ModelAdapter
 from .learned import ZOL2L, LearnedZO, ZOL2LNoQuery
 from .optimizers import NAMES as _OPTIMIZER_NAMES
 from .optimizers import ZOI, ZONP, ZerothOrder, ZOco
+from .optimizers.resources import reuse_freed_memory
 from .oracle import OutputOracle
 from .vectorized import iteration_size, minimize_vectorized, uses_fast_path
 
@@ -31,5 +32,6 @@ __all__ = [
     "iteration_size",
     "minimize_vectorized",
     "uses_fast_path",
+    "reuse_freed_memory",
 ]
 __version__ = "0.1.0"
