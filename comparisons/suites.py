@@ -55,6 +55,8 @@ class TaskSpec:
         on this task (e.g. ``fisher_period``, so that ZONP's refreshes fit the task's block size
         and Q); the same for ZONP, ZOI and ZOco.
     budget: this task's query budget, if not the suite's.
+    methods: the suite's methods that run on this task (``None``: all of them), e.g. to
+        keep expensive extras to the cheapest task.
     """
 
     name: str
@@ -68,10 +70,13 @@ class TaskSpec:
     num_directions: int = 10
     zo_settings: tp.Mapping[str, tp.Any] = dataclasses.field(default_factory=dict)
     budget: int | None = None
+    methods: tuple[str, ...] | None = None
 
     def settings(self) -> dict[str, tp.Any]:
         """JSON-friendly description (the builder by its qualified name)."""
         values = dataclasses.asdict(self)
+        if self.methods is not None:
+            values["methods"] = list(self.methods)
         values["build"] = f"{self.build.__module__}.{self.build.__qualname__}"
         values["kwargs"] = {key: str(value) if isinstance(value, os.PathLike) else value for key, value in self.kwargs.items()}
         values["zo_settings"] = dict(self.zo_settings)
@@ -126,11 +131,20 @@ class Suite:
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
+        for task in self.tasks:
+            unknown = sorted(set(task.methods or ()) - set(self.methods))
+            if unknown:
+                raise ValueError(f"task {task.name!r} names methods {unknown} that suite {self.name!r} does not have")
+
+    def methods_for(self, task: TaskSpec) -> tuple[str, ...]:
+        """The suite's methods that run on ``task`` (its ``methods``, in the suite's order)."""
+        return tuple(name for name in self.methods if task.methods is None or name in task.methods)
 
     @property
     def num_runs(self) -> int:
         """Runs before any grid extension: the initial grid on every tuning seed plus one run per seed, per task and method."""
-        return len(self.tasks) * len(self.methods) * (self.grid_size * len(self.tuning_seeds) + len(self.seeds))
+        runs_per_method = self.grid_size * len(self.tuning_seeds) + len(self.seeds)
+        return sum(len(self.methods_for(task)) * runs_per_method for task in self.tasks)
 
     def restricted_to(self, names: tp.Iterable[str] | None = None, methods: tp.Iterable[str] | None = None) -> "Suite":
         """The same suite on the tasks named ``names`` and the methods ``methods`` only (``None``: all).
@@ -151,7 +165,12 @@ class Suite:
             unknown = sorted(set(methods) - set(self.methods))
             if unknown:
                 raise ValueError(f"suite {self.name!r} has no method {unknown}; its methods are {list(self.methods)}")
-            suite = dataclasses.replace(suite, methods=tuple(name for name in self.methods if name in methods))
+            kept = tuple(name for name in self.methods if name in methods)
+            tasks = tuple(
+                task if task.methods is None else dataclasses.replace(task, methods=tuple(n for n in task.methods if n in kept))
+                for task in suite.tasks
+            )
+            suite = dataclasses.replace(suite, methods=kept, tasks=tasks)
         return suite
 
     def settings(self) -> dict[str, tp.Any]:
@@ -220,8 +239,10 @@ def standard_suite() -> Suite:
     5 reported seeds, 3 tuning seeds, 3-point grids extended at edges (at most 2 points).
     The learned optimizer runs with its generic weights (``ZOL2L``, the registry's) and with
     the weights meta-trained on attacks (``ZOL2L-attack``: how a learned rule transfers) and
-    on equalization chips of other seeds (``ZOL2L-equalization``: meta-trained on a training task).
+    on equalization chips of other seeds (``ZOL2L-equalization``: meta-trained on a training task),
+    on the equalization chip only: the suite's two hours go to the five methods on all three tasks.
     """
+    core = ("ZONP", *BASELINES)
     return Suite(
         name="standard",
         tasks=(
@@ -234,8 +255,9 @@ def standard_suite() -> Suite:
                 pretrain_lr=2e-3,
                 zo_settings={"fisher_period": 300, "fisher_refresh": "least_recent"},
                 budget=24_000,
+                methods=core,
             ),
-            TaskSpec(name="digits", build=digits_task, batch_size=50, num_directions=100, budget=200_000),
+            TaskSpec(name="digits", build=digits_task, batch_size=50, num_directions=100, budget=200_000, methods=core),
         ),
         methods=("ZONP", *BASELINES, "ZOL2L", "ZOL2L-attack", "ZOL2L-equalization"),
         budget=30_000,
