@@ -336,3 +336,68 @@ def test_minibatches_gather_the_samples_of_their_key_as_indexing_does():
             for tensor, source in zip(got, expected):
                 assert torch.equal(tensor, source[indices]) and tensor.stride() == source[indices].stride()
             assert torch.equal(got_targets, targets[indices])
+
+
+def run_requests(optimizer, objective, interfere=None):
+    """The fast-path loop by hand; ``interfere(optimizer)`` runs while each iteration is evaluated."""
+    while optimizer.num_queries < optimizer.budget:
+        request = optimizer.ask_iteration()
+        if interfere is not None:
+            interfere(optimizer)
+        losses = objective.block_losses(request.theta, request.start, request.deltas, request.key)
+        optimizer.tell_iteration(request, losses)
+    return optimizer.provide_recommendation().value
+
+
+@pytest.mark.parametrize("sampler", ["natural", "isotropic", "coordinate"])
+def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(sampler):
+    settings = dict(sampler=sampler, num_directions=6, lr=0.05, max_block_size=40, fisher_period=5)
+    values = {}
+    for prefetch in (True, False):
+        adapter = classifier_adapter()
+        optimizer = ZerothOrder(prefetch=prefetch, **settings)(parametrization=adapter.parametrization, budget=500)
+        optimizer.parametrization.random_state.seed(3)
+        optimizer.attach(adapter)
+        values[prefetch] = run_requests(optimizer, adapter)
+        # every iteration but the first, the refreshes' (ZONP) and the budget's last ones is drawn ahead
+        iterations = optimizer._num_iterations
+        skipped = (iterations + 4) // 5 if sampler == "natural" else 1  # keys 0, 5, 10, ... or key 0
+        if prefetch:
+            assert iterations - skipped - 2 <= optimizer._num_prefetched <= iterations - skipped
+        else:
+            assert optimizer._num_prefetched == 0
+    np.testing.assert_array_equal(values[True], values[False])
+
+
+def test_a_draw_from_the_random_state_during_the_evaluation_discards_the_directions_drawn_ahead():
+    def interfere(optimizer):
+        if optimizer._num_iterations % 3 == 0:
+            optimizer.parametrization.random_state.uniform()  # somebody else uses the generator
+
+    values, used = {}, {}
+    for prefetch in (True, False):
+        adapter = classifier_adapter()
+        optimizer = ZerothOrder(sampler="isotropic", num_directions=6, max_block_size=40, prefetch=prefetch)(
+            parametrization=adapter.parametrization, budget=400
+        )
+        optimizer.parametrization.random_state.seed(5)
+        optimizer.attach(adapter)
+        values[prefetch] = run_requests(optimizer, adapter, interfere)
+        used[prefetch] = optimizer._num_prefetched
+    np.testing.assert_array_equal(values[True], values[False])
+    iterations = optimizer._num_iterations
+    assert 0 < used[True] <= iterations - 1 - iterations // 3 + 1 and used[False] == 0
+
+
+def test_an_optimizer_pickled_while_drawing_ahead_continues_with_the_same_draws():
+    optimizer = ng.optimizers.registry["ZOI"](parametrization=30, budget=2000)
+    optimizer.parametrization.random_state.seed(2)
+    request = optimizer.ask_iteration()
+    assert optimizer._prefetch is not None
+    loaded = pickle.loads(pickle.dumps(optimizer))
+    assert loaded._prefetch is None
+    for current in (optimizer, loaded):
+        current.tell_iteration(request, square(request.values()))
+    follow = [current.ask_iteration() for current in (optimizer, loaded)]
+    np.testing.assert_array_equal(follow[0].deltas, follow[1].deltas)
+    assert optimizer._num_prefetched == 1 and loaded._num_prefetched == 0

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import typing as tp
 
 import numpy as np
@@ -127,6 +128,32 @@ class _Iteration:
         return len(self.losses) if self.limit is None else self.limit
 
 
+@dataclasses.dataclass
+class _Prefetch:
+    """Directions of iteration ``index`` drawn ahead, in a thread, from a copy of the random state.
+
+    ``state`` is the optimizer's random state the copy started from: the draws are used
+    only if the optimizer's state is still exactly that one when the iteration starts, and
+    the state then jumps to ``end_state``, so the stream is the one drawn in sequence.
+    """
+
+    index: int
+    state: tp.Any
+    thread: threading.Thread
+    block: int = -1
+    directions: tp.Optional[np.ndarray] = None
+    end_state: tp.Any = None
+
+
+def _same_random_state(first: tp.Any, second: tp.Any) -> bool:
+    """Whether two ``RandomState.get_state()`` tuples are equal (key array compared by value)."""
+    return (
+        first[0] == second[0]
+        and np.array_equal(first[1], second[1])
+        and first[2:] == second[2:]
+    )
+
+
 class _ZerothOrder(base.Optimizer):
     """State and Nevergrad hooks of :class:`ZerothOrder` (see the module docstring)."""
 
@@ -177,6 +204,8 @@ class _ZerothOrder(base.Optimizer):
         self._num_fisher_skipped = 0
         self._oracle: tp.Optional[OutputOracle] = None
         self._origin: tp.Optional[np.ndarray] = None  # value at standardized data 0 (plain Array only)
+        self._prefetch: tp.Optional[_Prefetch] = None  # next iteration's directions, drawn during the evaluation
+        self._num_prefetched = 0  # iterations whose directions were drawn ahead and used
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
             self.pruning = pruning
@@ -331,9 +360,11 @@ class _ZerothOrder(base.Optimizer):
         deltas[0] = 0.0
         np.multiply(self._step_size(stop - start), iteration.directions, out=deltas[1:])
         assert self._origin is not None
-        return IterationRequest(
+        request = IterationRequest(
             index=iteration.index, theta=self._origin + iteration.base, start=start, deltas=deltas, key=iteration.batch
         )
+        self._start_prefetch()
+        return request
 
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
         """Tells the ``request.size`` losses of an iteration asked with :meth:`ask_iteration`.
@@ -341,6 +372,7 @@ class _ZerothOrder(base.Optimizer):
         NaN, inf or losses at Nevergrad's clipping value are handled as on the per-candidate
         path (left out of the estimate; a bad base loss sends the iterate back to its anchor).
         """
+        self._join_prefetch()
         values = np.asarray(losses, dtype=np.float64)
         if values.shape != (request.size,):
             raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} queries")
@@ -374,7 +406,9 @@ class _ZerothOrder(base.Optimizer):
             self._stop_at_budget = False
 
     def __getstate__(self) -> tp.Dict[str, tp.Any]:
+        self._join_prefetch()
         state = dict(self.__dict__)
+        state["_prefetch"] = None  # a thread does not pickle; the loaded optimizer draws in sequence (same draws)
         state["_oracle"] = None
         state["_stop_at_budget"] = False  # a dump taken inside minimize (OptimizerDump) must not stop later asks
         return state
@@ -409,6 +443,7 @@ class _ZerothOrder(base.Optimizer):
         return candidate
 
     def _internal_tell_candidate(self, candidate: p.Parameter, loss: tp.FloatLoss) -> None:
+        self._join_prefetch()
         key, index = self._pending.pop(candidate.uid)
         iteration = self._iterations[key]
         loss = float(loss)
@@ -452,7 +487,11 @@ class _ZerothOrder(base.Optimizer):
         cfg = self._config
         key = self._num_iterations
         num_blocks = self.num_blocks
-        block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
+        prefetched = self._take_prefetch(key)
+        if prefetched is not None:
+            block = prefetched.block
+        else:
+            block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
         previous = self._iterations.get(key - 1)
@@ -485,7 +524,13 @@ class _ZerothOrder(base.Optimizer):
             # The last iteration uses what is left but one: that one evaluates the final iterate,
             # so the last step is seen (and recommended) too.  Beyond the budget: full iterations.
             num_directions = max(0, left - 2)
-        directions = self._draw_directions(block, size, num_directions)
+        if prefetched is not None and prefetched.directions is not None and len(prefetched.directions) == num_directions:
+            directions = prefetched.directions
+            self._rng.set_state(prefetched.end_state)
+            self._num_prefetched += 1
+        else:
+            assert prefetched is None, "a prefetch is taken only for an iteration it was drawn for"
+            directions = self._draw_directions(block, size, num_directions)
         iteration = _Iteration(
             index=key,
             block=block,
@@ -502,14 +547,69 @@ class _ZerothOrder(base.Optimizer):
 
     def _draw_directions(self, block: int, size: int, num_directions: int) -> np.ndarray:
         """``(num_directions, size)`` directions of an iteration on ``block`` (normalised if configured)."""
+        return self._sample_directions(self._rng, block, size, num_directions)
+
+    def _sample_directions(self, rng: np.random.RandomState, block: int, size: int, num_directions: int) -> np.ndarray:
         directions = np.zeros((0, size))
         if num_directions:
             with single_threaded_blas():
-                directions = self._sampler.sample(self._rng, block, size, num_directions)
+                directions = self._sampler.sample(rng, block, size, num_directions)
             if self._config.normalize:
                 norms = np.linalg.norm(directions, axis=1, keepdims=True)
                 directions *= math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny)  # a fresh draw: in place
         return directions
+
+    # ----- drawing the next iteration's directions during the evaluation -----------------
+    def _prefetch_applies(self, key: int) -> bool:
+        """Whether iteration ``key`` starts with the plain draw: a block, then ``Q`` directions, nothing else."""
+        cfg = self._config
+        if type(self)._draw_directions is not _ZerothOrder._draw_directions or not getattr(cfg, "prefetch", False):
+            return False  # off, or a subclass drawing its own way (the learned optimizer's QueryRNN state)
+        if self._sampler.uses_fisher and key % cfg.fisher_period == 0:
+            return False  # a refresh may pick another block and changes the block's covariance first
+        left = self._queries_left()
+        return left is None or left > self.iteration_size  # not the budget's last, shorter iteration
+
+    def _start_prefetch(self) -> None:
+        """Draws the next iteration's block and directions in a thread, from a copy of the random state."""
+        key = self._num_iterations
+        if self._prefetch is not None or not self._prefetch_applies(key):
+            return
+        state = self._rng.get_state()
+        cfg = self._config
+        num_blocks, num_directions = self.num_blocks, cfg.num_directions
+
+        def draw() -> None:
+            rng = np.random.RandomState()
+            rng.set_state(state)
+            block = rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
+            size = int(self._bounds[block + 1] - self._bounds[block])
+            directions = self._sample_directions(rng, block, size, num_directions)
+            prefetch.block, prefetch.directions, prefetch.end_state = block, directions, rng.get_state()
+
+        prefetch = _Prefetch(index=key, state=state, thread=threading.Thread(target=draw, daemon=True))
+        self._prefetch = prefetch
+        prefetch.thread.start()
+
+    def _join_prefetch(self) -> None:
+        """Waits for a drawing thread, so that nothing else uses the optimizer's state at the same time."""
+        prefetch = self._prefetch
+        if prefetch is not None:
+            prefetch.thread.join()
+
+    def _take_prefetch(self, key: int) -> tp.Optional[_Prefetch]:
+        """The directions drawn ahead for iteration ``key`` if they are the ones a draw now would give, else ``None``."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None:
+            return None
+        prefetch.thread.join()
+        usable = (
+            prefetch.index == key
+            and prefetch.directions is not None  # the thread failed: draw here (and raise here, if it raises)
+            and self._prefetch_applies(key)
+            and _same_random_state(prefetch.state, self._rng.get_state())  # nobody drew since
+        )
+        return prefetch if usable else None
 
     def _uses_estimate(self, iteration: _Iteration) -> bool:
         """Whether a finished iteration's estimate moves the iterate (all do, also when asked ahead)."""
@@ -673,6 +773,16 @@ class ZerothOrder(base.ConfiguredOptimizer):
         ``theta -= lr * g`` with the unbiased estimate, ``lam = 1``) or ``"sign"``
         (ZO-signSGD, ``theta -= lr * sign(g)``).  The learning rate and its schedule apply
         to all three; ``lr`` means a different thing for each, so tune it per rule.
+    prefetch: bool
+        on the fast path (``ask_iteration``), draw the next iteration's block and directions
+        in a background thread while the objective evaluates the current iteration
+        (default ``True``).  The thread draws from a copy of the random state and its draws
+        are used only if that state is still the optimizer's when the next iteration
+        starts, so the iterates are the same with and without it (tested); it is skipped
+        before a Fisher refresh and for the budget's last iteration.  It takes the sampling
+        (0.5-0.8 ms per iteration at Q = 100 and blocks of 443 on this project's CPU) off
+        the critical path where a core is free, e.g. while a GPU runs the forward.  Every
+        ``tell`` waits for it first, so no two threads use the optimizer at once.
     """
 
     def __init__(
@@ -694,6 +804,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         fisher_rank: tp.Optional[int] = None,
         fisher_storage: str = "float32",
         update: str = "adam",
+        prefetch: bool = True,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -736,4 +847,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.fisher_rank = None if fisher_rank is None else int(fisher_rank)
         self.fisher_storage = fisher_storage
         self.update = update
+        if not isinstance(prefetch, bool):
+            raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
+        self.prefetch = prefetch
         super().__init__(_ZerothOrder, config, as_config=True)
