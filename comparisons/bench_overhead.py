@@ -12,8 +12,12 @@ estimate, Adam, Fisher factorisation), parameter assembly and the loss.
 Workloads: digits CNN (2,654 parameters, batch 50) at Q = 10 and 100, the equalization
 chip (564 parameters, Q = 10), the 33,642-parameter CIFAR Mixer (synthetic CIFAR-shaped
 data, batch 100) at Q = 100.  One torch thread and one BLAS thread (as the harness runs);
-the timed window is one Fisher period (ZONP refreshes once in it, as often as in a run).  Run:
-``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...]``;
+the timed window is one Fisher period (ZONP refreshes once in it, as often as in a run).
+The fast path is timed with the next iteration's directions drawn in a background thread
+during the forward (``prefetch=True``, the default) and without (``--prefetch off``); the
+allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_freed_memory`;
+``--system-allocator`` leaves glibc's defaults, with slower forwards).  Run:
+``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off]``;
 writes a markdown table to stdout (and ``--out FILE`` as JSON).
 """
 
@@ -66,17 +70,17 @@ class _ForwardTimer:
         adapter._call = timed
 
 
-def measure(workload: str, sampler: str, fast: bool, iterations: int | None) -> dict:
+def measure(workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = True) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     with threadpool_limits(limits=1):  # one BLAS thread, as the harness runs
-        return _measure(workload, sampler, fast, iterations)
+        return _measure(workload, sampler, fast, iterations, prefetch)
 
 
-def _measure(workload: str, sampler: str, fast: bool, iterations: int | None) -> dict:
+def _measure(workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool) -> dict:
     import numpy as np
 
     from nevergrad_zonp import ZerothOrder, minimize_vectorized
@@ -85,7 +89,7 @@ def _measure(workload: str, sampler: str, fast: bool, iterations: int | None) ->
     # The window is one Fisher period (iterations 1..T_ud): ZONP's refresh cost is amortised
     # as in a run.  Iteration 0 (a refresh, vmap warm-up) is not timed.
     iterations = period if iterations is None else iterations
-    optimizer = ZerothOrder(sampler=sampler, num_directions=q, lr=1e-3, fisher_period=period)(
+    optimizer = ZerothOrder(sampler=sampler, num_directions=q, lr=1e-3, fisher_period=period, prefetch=prefetch)(
         parametrization=adapter.parametrization, budget=10**9
     )
     optimizer.attach(adapter)
@@ -110,7 +114,7 @@ def _measure(workload: str, sampler: str, fast: bool, iterations: int | None) ->
     return {
         "workload": workload,
         "method": "ZONP" if sampler == "natural" else "ZOI",
-        "path": "fast" if fast else "per-candidate",
+        "path": ("fast" if prefetch else "fast, no prefetch") if fast else "per-candidate",
         "parameters": adapter.dimension,
         "q": q,
         "iterations": optimizer.num_steps - steps,
@@ -132,15 +136,26 @@ def main() -> None:
         "--paths", nargs="+", default=["per-candidate", "fast"], choices=["per-candidate", "fast"],
         help="which loop(s) to time (default both)",
     )
+    parser.add_argument(
+        "--prefetch", nargs="+", default=["on"], choices=["on", "off"],
+        help="fast path with and/or without drawing the next directions during the forward (default on)",
+    )
+    parser.add_argument("--system-allocator", action="store_true", help="do not call reuse_freed_memory() (glibc defaults)")
     parser.add_argument("--out", help="JSON file of all measurements")
     args = parser.parse_args()
+    if not args.system_allocator:
+        from nevergrad_zonp import reuse_freed_memory
+
+        reuse_freed_memory()
     rows = []
     print("| workload | N | Q | method | path | ms / iteration | forward ms | overhead ms | overhead / forward |")
     print("|---|---|---|---|---|---|---|---|---|")
     for workload in args.workloads:
         for method in args.methods:
-            for fast in [path == "fast" for path in args.paths]:
-                runs = [measure(workload, "natural" if method == "ZONP" else "isotropic", fast, args.iterations) for _ in range(args.repeats)]
+            cells = [(path == "fast", prefetch == "on") for path in args.paths for prefetch in (args.prefetch if path == "fast" else ["off"])]
+            for fast, prefetch in cells:
+                sampler = "natural" if method == "ZONP" else "isotropic"
+                runs = [measure(workload, sampler, fast, args.iterations, prefetch) for _ in range(args.repeats)]
                 rows.extend(runs)
                 med = {key: statistics.median(run[key] for run in runs) for key in ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share")}
                 first = runs[0]

@@ -349,8 +349,16 @@ def run_requests(optimizer, objective, interfere=None):
     return optimizer.provide_recommendation().value
 
 
+@pytest.fixture
+def prefetch_small_draws(monkeypatch):
+    """Draw ahead whatever the draw's size (the default threshold skips these small test problems)."""
+    from nevergrad_zonp.optimizers import zeroth_order
+
+    monkeypatch.setattr(zeroth_order, "PREFETCH_MIN_NUMBERS", 0)
+
+
 @pytest.mark.parametrize("sampler", ["natural", "isotropic", "coordinate"])
-def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(sampler):
+def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(sampler, prefetch_small_draws):
     settings = dict(sampler=sampler, num_directions=6, lr=0.05, max_block_size=40, fisher_period=5)
     values = {}
     for prefetch in (True, False):
@@ -369,7 +377,7 @@ def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(samp
     np.testing.assert_array_equal(values[True], values[False])
 
 
-def test_a_draw_from_the_random_state_during_the_evaluation_discards_the_directions_drawn_ahead():
+def test_a_draw_from_the_random_state_during_the_evaluation_discards_the_directions_drawn_ahead(prefetch_small_draws):
     def interfere(optimizer):
         if optimizer._num_iterations % 3 == 0:
             optimizer.parametrization.random_state.uniform()  # somebody else uses the generator
@@ -389,7 +397,7 @@ def test_a_draw_from_the_random_state_during_the_evaluation_discards_the_directi
     assert 0 < used[True] <= iterations - 1 - iterations // 3 + 1 and used[False] == 0
 
 
-def test_an_optimizer_pickled_while_drawing_ahead_continues_with_the_same_draws():
+def test_an_optimizer_pickled_while_drawing_ahead_continues_with_the_same_draws(prefetch_small_draws):
     optimizer = ng.optimizers.registry["ZOI"](parametrization=30, budget=2000)
     optimizer.parametrization.random_state.seed(2)
     request = optimizer.ask_iteration()
@@ -401,3 +409,26 @@ def test_an_optimizer_pickled_while_drawing_ahead_continues_with_the_same_draws(
     follow = [current.ask_iteration() for current in (optimizer, loaded)]
     np.testing.assert_array_equal(follow[0].deltas, follow[1].deltas)
     assert optimizer._num_prefetched == 1 and loaded._num_prefetched == 0
+
+
+def test_small_draws_are_not_drawn_ahead_and_large_ones_are():
+    from nevergrad_zonp.optimizers.zeroth_order import PREFETCH_MIN_NUMBERS
+
+    small = ng.optimizers.registry["ZOI"](parametrization=40, budget=500)
+    run_requests(small, _Square(small))
+    assert small._num_prefetched == 0
+    dimension = PREFETCH_MIN_NUMBERS // 10 + 1  # Q = 10 directions of one block of this size
+    large = ZerothOrder(sampler="isotropic", max_block_size=dimension)(parametrization=dimension, budget=110)
+    run_requests(large, _Square(large))
+    assert large._num_prefetched == 8  # iterations 1-8 of 10 (the first and the budget's last are drawn in place)
+
+
+class _Square:
+    """``square`` as an objective with ``block_losses``."""
+
+    def __init__(self, optimizer):
+        self.origin = optimizer.parametrization.value
+
+    def block_losses(self, theta, start, deltas, key):
+        request = IterationRequest(index=0, theta=theta, start=start, deltas=deltas, key=key)
+        return square(request.values())

@@ -277,8 +277,8 @@ def test_optimizer_linear_algebra_runs_on_one_blas_thread_and_the_network_on_the
     def blas_threads():
         return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
 
-    seen = {"sample": set(), "update": set(), "oracle": set()}
-    for name in ("sample", "update"):
+    seen = {"shape": set(), "update": set(), "oracle": set()}
+    for name in ("shape", "update"):  # the draw's linear algebra (noise -> directions) and the Fisher update
         original = getattr(NaturalSampler, name)
 
         def recorded(self, *args, _original=original, _name=name):
@@ -299,7 +299,7 @@ def test_optimizer_linear_algebra_runs_on_one_blas_thread_and_the_network_on_the
         opt.minimize(oracle)
         after = blas_threads()
     assert opt.num_fisher_updates >= 1
-    assert seen["sample"] == {1} and seen["update"] == {1}
+    assert seen["shape"] == {1} and seen["update"] == {1}
     assert seen["oracle"] == {2} and after == {2}
 
 

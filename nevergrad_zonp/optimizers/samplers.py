@@ -14,6 +14,11 @@ Each sampler draws ``Q`` directions for a block of ``n`` coordinates (DESIGN.md 
 
 The optimizer rescales every direction to norm ``sqrt(n)`` by default, so only the *shape*
 of the covariance matters.
+
+A draw is two steps: :meth:`noise` takes the random numbers from the generator (the only
+use of it) and :meth:`shape` turns them into directions without randomness.
+``sample = shape(noise(...))``; the split lets the optimizer take the random numbers of
+the next iteration ahead, in a thread, and shape them when the iteration starts.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ class IsotropicSampler:
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` directions of dimension ``size`` for block ``block``, shape ``(num, size)``."""
+        return self.shape(block, self.noise(rng, size, num))
+
+    def noise(self, rng: np.random.RandomState, size: int, num: int) -> np.ndarray:
+        """The random numbers of a draw: ``(num, size)`` standard normals."""
         return rng.normal(size=(num, size))
+
+    def shape(self, block: int, noise: np.ndarray) -> np.ndarray:
+        """The directions of ``noise``: the noise itself."""
+        return noise
 
 
 class CoordinateSampler:
@@ -39,8 +52,17 @@ class CoordinateSampler:
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` rows of the identity of size ``size`` chosen uniformly with replacement."""
-        directions = np.zeros((num, size))
-        directions[np.arange(num), rng.randint(size, size=num)] = 1.0
+        return self.shape(block, self.noise(rng, size, num))
+
+    def noise(self, rng: np.random.RandomState, size: int, num: int) -> tuple[int, np.ndarray]:
+        """The random numbers of a draw: the block size and ``num`` coordinates in ``[0, size)``."""
+        return size, rng.randint(size, size=num)
+
+    def shape(self, block: int, noise: tuple[int, np.ndarray]) -> np.ndarray:
+        """The rows of the identity at the drawn coordinates, ``(num, size)``."""
+        size, coordinates = noise
+        directions = np.zeros((len(coordinates), size))
+        directions[np.arange(len(coordinates)), coordinates] = 1.0
         return directions
 
 
@@ -158,7 +180,14 @@ class NaturalSampler:
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` draws of the block's natural-perturbation Gaussian, shape ``(num, size)``."""
-        noise = rng.normal(size=(size, num))
+        return self.shape(block, self.noise(rng, size, num))
+
+    def noise(self, rng: np.random.RandomState, size: int, num: int) -> np.ndarray:
+        """The random numbers of a draw: ``r``, ``(size, num)`` standard normals."""
+        return rng.normal(size=(size, num))
+
+    def shape(self, block: int, noise: np.ndarray) -> np.ndarray:
+        """The draws ``u = L^-T r`` (or the compact form's) of the block's current covariance, ``(num, size)``."""
         factor = self.factors.get(block)
         if factor is None:
             return noise.T / np.sqrt(1 + self.damping)

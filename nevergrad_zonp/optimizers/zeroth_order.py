@@ -37,8 +37,10 @@ moves are smaller and carry no momentum into the bad region (:attr:`num_recoveri
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 import threading
 import typing as tp
 
@@ -55,6 +57,10 @@ from .iterations import IterationRequest, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
 
+#: Random numbers per iteration (``Q x`` largest block) from which they are drawn ahead in a
+#: thread: below it the hand-over costs more than the draw (a 10 x 282 draw on the
+#: equalization chip ran slower with it).
+PREFETCH_MIN_NUMBERS = 16384
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
 CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
@@ -130,7 +136,7 @@ class _Iteration:
 
 @dataclasses.dataclass
 class _Prefetch:
-    """Directions of iteration ``index`` drawn ahead, in a thread, from a copy of the random state.
+    """Random numbers of iteration ``index`` drawn ahead, in a thread, from a copy of the random state.
 
     ``state`` is the optimizer's random state the copy started from: the draws are used
     only if the optimizer's state is still exactly that one when the iteration starts, and
@@ -139,10 +145,23 @@ class _Prefetch:
 
     index: int
     state: tp.Any
-    thread: threading.Thread
+    job: tp.Optional[concurrent.futures.Future] = None
     block: int = -1
-    directions: tp.Optional[np.ndarray] = None
+    noise: tp.Any = None
     end_state: tp.Any = None
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: tp.Optional[tp.Tuple[int, concurrent.futures.ThreadPoolExecutor]] = None
+
+
+def _prefetch_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The one background thread that draws ahead (a new one in a forked child, where the parent's is gone)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nevergrad-zonp-prefetch"))
+        return _POOL[1]
 
 
 def _same_random_state(first: tp.Any, second: tp.Any) -> bool:
@@ -524,12 +543,12 @@ class _ZerothOrder(base.Optimizer):
             # The last iteration uses what is left but one: that one evaluates the final iterate,
             # so the last step is seen (and recommended) too.  Beyond the budget: full iterations.
             num_directions = max(0, left - 2)
-        if prefetched is not None and prefetched.directions is not None and len(prefetched.directions) == num_directions:
-            directions = prefetched.directions
+        if prefetched is not None:
+            assert num_directions == self._config.num_directions, "a prefetch is taken only for a full iteration"
+            directions = self._shape_directions(block, size, prefetched.noise)
             self._rng.set_state(prefetched.end_state)
             self._num_prefetched += 1
         else:
-            assert prefetched is None, "a prefetch is taken only for an iteration it was drawn for"
             directions = self._draw_directions(block, size, num_directions)
         iteration = _Iteration(
             index=key,
@@ -547,16 +566,17 @@ class _ZerothOrder(base.Optimizer):
 
     def _draw_directions(self, block: int, size: int, num_directions: int) -> np.ndarray:
         """``(num_directions, size)`` directions of an iteration on ``block`` (normalised if configured)."""
-        return self._sample_directions(self._rng, block, size, num_directions)
+        if not num_directions:
+            return np.zeros((0, size))
+        return self._shape_directions(block, size, self._sampler.noise(self._rng, size, num_directions))
 
-    def _sample_directions(self, rng: np.random.RandomState, block: int, size: int, num_directions: int) -> np.ndarray:
-        directions = np.zeros((0, size))
-        if num_directions:
-            with single_threaded_blas():
-                directions = self._sampler.sample(rng, block, size, num_directions)
-            if self._config.normalize:
-                norms = np.linalg.norm(directions, axis=1, keepdims=True)
-                directions *= math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny)  # a fresh draw: in place
+    def _shape_directions(self, block: int, size: int, noise: tp.Any) -> np.ndarray:
+        """The directions of the sampler's ``noise`` on ``block`` (normalised if configured)."""
+        with single_threaded_blas():
+            directions = self._sampler.shape(block, noise)
+        if self._config.normalize and directions.size:
+            norms = np.linalg.norm(directions, axis=1, keepdims=True)
+            directions *= math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny)  # a fresh draw: in place
         return directions
 
     # ----- drawing the next iteration's directions during the evaluation -----------------
@@ -568,7 +588,10 @@ class _ZerothOrder(base.Optimizer):
         if self._sampler.uses_fisher and key % cfg.fisher_period == 0:
             return False  # a refresh may pick another block and changes the block's covariance first
         left = self._queries_left()
-        return left is None or left > self.iteration_size  # not the budget's last, shorter iteration
+        if left is not None and left <= self.iteration_size:
+            return False  # the budget's last, shorter iteration
+        largest = int(np.max(np.diff(self._bounds)))
+        return cfg.num_directions * largest >= PREFETCH_MIN_NUMBERS
 
     def _start_prefetch(self) -> None:
         """Draws the next iteration's block and directions in a thread, from a copy of the random state."""
@@ -579,33 +602,35 @@ class _ZerothOrder(base.Optimizer):
         cfg = self._config
         num_blocks, num_directions = self.num_blocks, cfg.num_directions
 
-        def draw() -> None:
+        bounds, sampler = self._bounds, self._sampler
+
+        def draw() -> None:  # random numbers only: the fill runs without the GIL; shaping waits for the start
             rng = np.random.RandomState()
             rng.set_state(state)
             block = rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
-            size = int(self._bounds[block + 1] - self._bounds[block])
-            directions = self._sample_directions(rng, block, size, num_directions)
-            prefetch.block, prefetch.directions, prefetch.end_state = block, directions, rng.get_state()
+            noise = sampler.noise(rng, int(bounds[block + 1] - bounds[block]), num_directions)
+            prefetch.block, prefetch.noise, prefetch.end_state = block, noise, rng.get_state()
 
-        prefetch = _Prefetch(index=key, state=state, thread=threading.Thread(target=draw, daemon=True))
+        prefetch = _Prefetch(index=key, state=state)
+        prefetch.job = _prefetch_pool().submit(draw)
         self._prefetch = prefetch
-        prefetch.thread.start()
 
     def _join_prefetch(self) -> None:
         """Waits for a drawing thread, so that nothing else uses the optimizer's state at the same time."""
         prefetch = self._prefetch
-        if prefetch is not None:
-            prefetch.thread.join()
+        if prefetch is not None and prefetch.job is not None:
+            concurrent.futures.wait([prefetch.job])
 
     def _take_prefetch(self, key: int) -> tp.Optional[_Prefetch]:
         """The directions drawn ahead for iteration ``key`` if they are the ones a draw now would give, else ``None``."""
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is None:
             return None
-        prefetch.thread.join()
+        if prefetch.job is not None:
+            concurrent.futures.wait([prefetch.job])  # a failed draw leaves no directions: drawn here (and raised here)
         usable = (
             prefetch.index == key
-            and prefetch.directions is not None  # the thread failed: draw here (and raise here, if it raises)
+            and prefetch.end_state is not None  # the thread failed: draw here (and raise here, if it raises)
             and self._prefetch_applies(key)
             and _same_random_state(prefetch.state, self._rng.get_state())  # nobody drew since
         )
@@ -780,9 +805,12 @@ class ZerothOrder(base.ConfiguredOptimizer):
         are used only if that state is still the optimizer's when the next iteration
         starts, so the iterates are the same with and without it (tested); it is skipped
         before a Fisher refresh and for the budget's last iteration.  It takes the sampling
-        (0.5-0.8 ms per iteration at Q = 100 and blocks of 443 on this project's CPU) off
-        the critical path where a core is free, e.g. while a GPU runs the forward.  Every
-        ``tell`` waits for it first, so no two threads use the optimizer at once.
+        (the Gaussian draw: about 0.5 ms per iteration at Q = 100 and blocks of 443 on this
+        project's CPU) off the critical path where a core is free, e.g. while a GPU runs
+        the forward.  Only the random numbers are drawn ahead (shaping them by the Fisher
+        factor waits for the iteration), and only when an iteration needs at least
+        ``PREFETCH_MIN_NUMBERS`` of them: for small draws the hand-over costs more.  Every
+        ``tell`` waits for the thread first, so no two threads use the optimizer at once.
     """
 
     def __init__(
