@@ -357,8 +357,12 @@ def prefetch_small_draws(monkeypatch):
     monkeypatch.setattr(zeroth_order, "PREFETCH_MIN_NUMBERS", 0)
 
 
+@pytest.mark.parametrize("shapes", [True, False])
 @pytest.mark.parametrize("sampler", ["natural", "isotropic", "coordinate"])
-def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(sampler, prefetch_small_draws):
+def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(sampler, shapes, prefetch_small_draws, monkeypatch):
+    from nevergrad_zonp.optimizers import zeroth_order
+
+    monkeypatch.setattr(zeroth_order, "PREFETCH_SHAPES", shapes)  # the thread shapes the directions too, or not
     settings = dict(sampler=sampler, num_directions=6, lr=0.05, max_block_size=40, fisher_period=5)
     values = {}
     for prefetch in (True, False):

@@ -61,6 +61,8 @@ from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, Natur
 #: thread: below it the hand-over costs more than the draw (a 10 x 282 draw on the
 #: equalization chip ran slower with it).
 PREFETCH_MIN_NUMBERS = 16384
+#: Whether the thread also shapes the numbers into directions (the Fisher factor's solve).
+PREFETCH_SHAPES = True
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
 CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
@@ -148,6 +150,7 @@ class _Prefetch:
     job: tp.Optional[concurrent.futures.Future] = None
     block: int = -1
     noise: tp.Any = None
+    directions: tp.Optional[np.ndarray] = None
     end_state: tp.Any = None
 
 
@@ -545,7 +548,9 @@ class _ZerothOrder(base.Optimizer):
             num_directions = max(0, left - 2)
         if prefetched is not None:
             assert num_directions == self._config.num_directions, "a prefetch is taken only for a full iteration"
-            directions = self._shape_directions(block, size, prefetched.noise)
+            directions = prefetched.directions
+            if directions is None:
+                directions = self._shape_directions(block, size, prefetched.noise)
             self._rng.set_state(prefetched.end_state)
             self._num_prefetched += 1
         else:
@@ -608,7 +613,10 @@ class _ZerothOrder(base.Optimizer):
             rng = np.random.RandomState()
             rng.set_state(state)
             block = rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
-            noise = sampler.noise(rng, int(bounds[block + 1] - bounds[block]), num_directions)
+            size = int(bounds[block + 1] - bounds[block])
+            noise = sampler.noise(rng, size, num_directions)
+            if PREFETCH_SHAPES:  # the block's covariance cannot change before the iteration starts (no refresh)
+                prefetch.directions = self._shape_directions(block, size, noise)
             prefetch.block, prefetch.noise, prefetch.end_state = block, noise, rng.get_state()
 
         prefetch = _Prefetch(index=key, state=state)
