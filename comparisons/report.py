@@ -139,6 +139,17 @@ def fisher_line(final: pd.DataFrame) -> str:
     return line
 
 
+def run_time_line(runs: pd.DataFrame) -> str:
+    """Runs of a task (tuning and reported) and their summed run time (one core each; pretraining excluded)."""
+    tuning = int((runs.phase == "tuning").sum())
+    hours = float(runs.elapsed_time.sum()) / 3600
+    median = float(runs.elapsed_time.median())
+    return (
+        f"Runs: {len(runs)} ({tuning} tuning, {len(runs) - tuning} reported); summed run time {hours:.2f} h "
+        f"(median {median:.0f} s a run, one core each, the ZO loop only)."
+    )
+
+
 def tuning_table(tuning: dict[str, tp.Any]) -> str:
     """Markdown table of one task's step-size grids, median tuning losses and choices."""
     lines = [
@@ -222,6 +233,8 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
             task_table(runs, metric, final_curves[final_curves.task == task]),
             "",
             fisher_line(runs),
+            "",
+            run_time_line(results[results.task == task]),
             "",
             "Step-size tuning:",
             "",

@@ -108,6 +108,9 @@ def test_report_has_a_table_with_formatted_numbers_p_values_and_plots(tiny_resul
     winners = [line for line in report.splitlines() if line.startswith("- **digits**")]
     assert len(winners) == 1 and "on training loss" in winners[0] and "on test accuracy" in winners[0]
     assert "p accuracy vs ZONP" in report and "| ZONP | lr |" in report
+    hours = results.elapsed_time.sum() / 3600
+    tuning = int((results.phase == "tuning").sum())
+    assert f"Runs: {len(results)} ({tuning} tuning, {len(results) - tuning} reported); summed run time {hours:.2f} h" in report
     png = folder / "digits_curves.png"
     assert "(digits_curves.png)" in report and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
