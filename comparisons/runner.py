@@ -395,6 +395,17 @@ class _Runs:
         self.executor = executor
         self.client = client
         self.progress = progress
+        self.seconds: dict[tuple[str, str], list[float]] = {}  # run times seen, by (task, method)
+
+    def expected_seconds(self, spec: RunSpec) -> float:
+        """Median run time of the same task and method so far (infinite if none: unknown runs go first)."""
+        seen = self.seconds.get((spec.task.name, spec.method))
+        return float(np.median(seen)) if seen else math.inf
+
+    def _seen(self, spec: RunSpec, record: Record) -> None:
+        elapsed = record["row"].get("elapsed_time")
+        if elapsed is not None:
+            self.seconds.setdefault((spec.task.name, spec.method), []).append(float(elapsed))
 
     def path(self, spec: RunSpec) -> Path:
         return self.folder / f"{spec.key}.json"
@@ -410,16 +421,22 @@ class _Runs:
         """Records of ``specs`` by key, running only those without a stored file."""
         records: dict[str, Record] = {}
         pending = {}
+        missing = []
         for spec in specs:
             path = self.path(spec)
             stored = _load(path) if path.exists() else None
             if stored is not None and _same_run(stored, spec):
                 records[spec.key] = stored
+                self._seen(spec, stored)
                 if self.progress is not None:
                     self.progress(spec, True)
             else:
-                # missing, or stored with other task settings (the file name does not hold them)
-                pending[self._submit(spec)] = spec
+                missing.append(spec)  # missing, or stored with other task settings (the file name does not hold them)
+        # Longest first (by the run times seen for the same task and method; runs of a kind not
+        # seen yet first of all; a stable sort keeps the given order otherwise), so that no long
+        # run starts last and leaves the other workers idle before the next phase needs them all.
+        for spec in sorted(missing, key=self.expected_seconds, reverse=True):
+            pending[self._submit(spec)] = spec
         if self.client is not None:
             from distributed import as_completed as completed
         else:
@@ -429,6 +446,7 @@ class _Runs:
             record = future.result()
             write_atomic(self.path(spec), json.dumps(record, indent=1))
             records[spec.key] = record
+            self._seen(spec, record)
             if self.progress is not None:
                 self.progress(spec, False)
         return records

@@ -288,3 +288,29 @@ def test_a_stored_learned_run_is_reused_only_with_the_weights_it_was_made_with(m
     monkeypatch.setitem(methods.METHODS, "ZOL2L", retrained)
     monkeypatch.setitem(runner.METHODS, "ZOL2L", retrained)
     assert not runner._same_run(stored, spec)
+
+
+def test_runs_are_submitted_longest_first_by_the_times_seen_for_their_task_and_method(tmp_path):
+    import concurrent.futures
+
+    class Recording(concurrent.futures.Executor):
+        def __init__(self):
+            self.order = []
+
+        def submit(self, fn, spec):
+            self.order.append((spec.method, spec.seed))
+            future = concurrent.futures.Future()
+            future.set_result({"key": spec.key, "row": {"elapsed_time": {"ZOI": 1.0, "ZONP": 3.0, "SNES": 9.0}[spec.method]}})
+            return future
+
+    task = TINY.tasks[0]
+    specs = [RunSpec(task, method, seed, 0.01, 100, 2, "final") for method in ("ZOI", "ZONP", "SNES") for seed in (0, 1)]
+    executor = Recording()
+    runs = runner._Runs(tmp_path, executor, None, None)
+    (tmp_path / runner.RUNS_DIR).mkdir()
+    runs.run(specs[:3])  # nothing seen yet: the given order
+    assert executor.order == [("ZOI", 0), ("ZOI", 1), ("ZONP", 0)]
+    executor.order.clear()
+    later = [dataclasses.replace(spec, seed=spec.seed + 10) for spec in specs[:4]]  # ZOI 10, 11 and ZONP 10, 11
+    runs.run(later + specs[4:] + specs[3:4])  # seen: ZOI 1 s, ZONP 3 s; SNES never seen
+    assert executor.order == [("SNES", 0), ("SNES", 1), ("ZONP", 10), ("ZONP", 11), ("ZONP", 1), ("ZOI", 10), ("ZOI", 11)]
