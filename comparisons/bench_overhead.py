@@ -13,8 +13,9 @@ Workloads: digits CNN (2,654 parameters, batch 50) at Q = 10 and 100, the equali
 chip (564 parameters, Q = 10), the 33,642-parameter CIFAR Mixer (synthetic CIFAR-shaped
 data, batch 100) at Q = 100.  One torch thread and one BLAS thread (as the harness runs);
 the timed window is one Fisher period (ZONP refreshes once in it, as often as in a run).
-The fast path is timed with the next iteration's directions drawn in a background thread
-during the forward (``prefetch=True``, the default) and without (``--prefetch off``); the
+The fast path is timed as the optimizer runs by default (``--prefetch off``) and/or with
+the next iteration's directions drawn in a background thread during the forward
+(``--prefetch on``, ``ZerothOrder(prefetch=True)``); the
 allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_freed_memory`;
 ``--system-allocator`` leaves glibc's defaults, with slower forwards).  Run:
 ``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off]``;
@@ -70,7 +71,7 @@ class _ForwardTimer:
         adapter._call = timed
 
 
-def measure(workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = True) -> dict:
+def measure(workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -114,7 +115,7 @@ def _measure(workload: str, sampler: str, fast: bool, iterations: int | None, pr
     return {
         "workload": workload,
         "method": "ZONP" if sampler == "natural" else "ZOI",
-        "path": ("fast" if prefetch else "fast, no prefetch") if fast else "per-candidate",
+        "path": ("fast, prefetch" if prefetch else "fast") if fast else "per-candidate",
         "parameters": adapter.dimension,
         "q": q,
         "iterations": optimizer.num_steps - steps,
@@ -137,8 +138,8 @@ def main() -> None:
         help="which loop(s) to time (default both)",
     )
     parser.add_argument(
-        "--prefetch", nargs="+", default=["on"], choices=["on", "off"],
-        help="fast path with and/or without drawing the next directions during the forward (default on)",
+        "--prefetch", nargs="+", default=["off"], choices=["on", "off"],
+        help="fast path without (the optimizer's default) and/or with drawing the next directions during the forward (default off)",
     )
     parser.add_argument("--system-allocator", action="store_true", help="do not call reuse_freed_memory() (glibc defaults)")
     parser.add_argument("--out", help="JSON file of all measurements")

@@ -402,7 +402,7 @@ def test_a_draw_from_the_random_state_during_the_evaluation_discards_the_directi
 
 
 def test_an_optimizer_pickled_while_drawing_ahead_continues_with_the_same_draws(prefetch_small_draws):
-    optimizer = ng.optimizers.registry["ZOI"](parametrization=30, budget=2000)
+    optimizer = ZerothOrder(sampler="isotropic", prefetch=True)(parametrization=30, budget=2000)
     optimizer.parametrization.random_state.seed(2)
     request = optimizer.ask_iteration()
     assert optimizer._prefetch is not None
@@ -418,13 +418,16 @@ def test_an_optimizer_pickled_while_drawing_ahead_continues_with_the_same_draws(
 def test_small_draws_are_not_drawn_ahead_and_large_ones_are():
     from nevergrad_zonp.optimizers.zeroth_order import PREFETCH_MIN_NUMBERS
 
-    small = ng.optimizers.registry["ZOI"](parametrization=40, budget=500)
+    small = ZerothOrder(sampler="isotropic", prefetch=True)(parametrization=40, budget=500)
     run_requests(small, _Square(small))
     assert small._num_prefetched == 0
     dimension = PREFETCH_MIN_NUMBERS // 10 + 1  # Q = 10 directions of one block of this size
-    large = ZerothOrder(sampler="isotropic", max_block_size=dimension)(parametrization=dimension, budget=110)
+    large = ZerothOrder(sampler="isotropic", max_block_size=dimension, prefetch=True)(parametrization=dimension, budget=110)
     run_requests(large, _Square(large))
     assert large._num_prefetched == 8  # iterations 1-8 of 10 (the first and the budget's last are drawn in place)
+    default = ZerothOrder(sampler="isotropic", max_block_size=dimension)(parametrization=dimension, budget=110)
+    run_requests(default, _Square(default))
+    assert default._num_prefetched == 0  # off by default
 
 
 class _Square:

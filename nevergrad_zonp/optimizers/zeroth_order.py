@@ -809,15 +809,18 @@ class ZerothOrder(base.ConfiguredOptimizer):
     prefetch: bool
         on the fast path (``ask_iteration``), draw the next iteration's block and directions
         in a background thread while the objective evaluates the current iteration
-        (default ``True``).  The thread draws from a copy of the random state and its draws
+        (default ``False``).  The thread draws from a copy of the random state and its draws
         are used only if that state is still the optimizer's when the next iteration
         starts, so the iterates are the same with and without it (tested); it is skipped
         before a Fisher refresh and for the budget's last iteration.  It takes the sampling
         (the Gaussian draw: about 0.5 ms per iteration at Q = 100 and blocks of 443 on this
-        project's CPU) off the critical path where a core is free, e.g. while a GPU runs
-        the forward.  Only the random numbers are drawn ahead (shaping them by the Fisher
-        factor waits for the iteration), and only when an iteration needs at least
-        ``PREFETCH_MIN_NUMBERS`` of them: for small draws the hand-over costs more.  Every
+        project's CPU) off the critical path, where a core is free for it, e.g. while a GPU
+        or a chip runs the forward.  Off by default on the evidence of
+        ``comparisons/bench_overhead.py`` (digits, Q = 100, 2 cores): alone on the machine it
+        saved 0.1 ms of a 15 ms iteration; with two runs on the two cores, as the harness
+        runs, it cost 0.3-0.6 ms of overhead per iteration and slowed the forwards.  Only
+        iterations that need at least ``PREFETCH_MIN_NUMBERS`` random numbers are drawn
+        ahead: for small draws the hand-over costs more.  Every
         ``tell`` waits for the thread first, so no two threads use the optimizer at once.
     """
 
@@ -840,7 +843,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         fisher_rank: tp.Optional[int] = None,
         fisher_storage: str = "float32",
         update: str = "adam",
-        prefetch: bool = True,
+        prefetch: bool = False,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
