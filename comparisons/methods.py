@@ -10,6 +10,9 @@ evolution strategies; all other settings are the package defaults (DESIGN.md sec
   iteration, plus ``n_b + 1`` per Fisher refresh for ZONP).
 - ``ZOSGD``, ``ZOSignSGD``: the isotropic ZO optimizer with plain SGD (unbiased
   estimate) or sign SGD instead of Adam (the baselines of Ruan et al., ICLR 2020).
+- ``ZONPSGD``: natural directions with plain SGD: its estimate's mean is the damped natural
+  gradient ``(F~_b + rho I)^-1 g``, which Adam's per-coordinate normalisation would partly
+  undo (the ``update-rule`` suite tests whether that is what ZONP loses on a chip).
 - ``ZOL2L``, ``ZOL2LNoQuery``: the learned optimizer (:class:`~nevergrad_zonp.learned.LearnedZO`,
   the shipped generic weights, the registry's) with and without its QueryRNN; its step
   size is ``update_scale``, the factor on the UpdateRNN's output (1 = as meta-trained).
@@ -132,6 +135,7 @@ METHODS: dict[str, Method] = {
         Method("ZOI", _zeroth_order("isotropic"), "lr", _without_fisher),
         Method("ZOco", _zeroth_order("coordinate"), "lr", _without_fisher),
         Method("ZOSGD", _zeroth_order("isotropic", "sgd"), "lr", _without_fisher),
+        Method("ZONPSGD", _zeroth_order("natural", "sgd"), "lr"),
         Method("ZOSignSGD", _zeroth_order("isotropic", "sign"), "lr", _without_fisher),
         Method("ZOL2L", _learned(True), "update_scale", _learned_settings, _weights_fingerprint(None)),
         Method("ZOL2LNoQuery", _learned(False), "update_scale", _learned_settings, _weights_fingerprint(None)),

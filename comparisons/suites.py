@@ -305,5 +305,27 @@ def paper_suite(fashion_mnist: str | os.PathLike[str] | None = None, cifar10: st
     )
 
 
+def update_rule_suite() -> Suite:
+    """Does Adam undo the natural shaping?  The ``standard`` suite's chips, ZO-NP and ZO-I with Adam and with plain SGD.
+
+    With plain SGD the mean of ZO-NP's estimate is the damped natural gradient
+    ``(F~_b + rho I)^-1 g``; Adam divides every coordinate of it by its own running scale,
+    which can undo much of the shaping.  Same tasks, seeds, budgets, tuning rule and grids as
+    ``standard`` (so its ZONP and ZOI runs are the ``standard`` suite's: put the two in one
+    folder and they are reused), with one more grid extension for the SGD rates, whose scale
+    differs from Adam's.
+    """
+    standard = standard_suite()
+    chips = tuple(dataclasses.replace(task, methods=None) for task in standard.tasks if task.name in ("equalization", "copying"))
+    return dataclasses.replace(
+        standard, name="update-rule", tasks=chips, methods=("ZONP", "ZOI", "ZONPSGD", "ZOSGD"), max_extensions=3
+    )
+
+
 #: Built-in suites by name; each is a function of the local data paths it may need.
-SUITES: dict[str, tp.Callable[..., Suite]] = {"quick": quick_suite, "standard": standard_suite, "paper": paper_suite}
+SUITES: dict[str, tp.Callable[..., Suite]] = {
+    "quick": quick_suite,
+    "standard": standard_suite,
+    "paper": paper_suite,
+    "update-rule": update_rule_suite,
+}

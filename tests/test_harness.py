@@ -314,3 +314,22 @@ def test_runs_are_submitted_longest_first_by_the_times_seen_for_their_task_and_m
     later = [dataclasses.replace(spec, seed=spec.seed + 10) for spec in specs[:4]]  # ZOI 10, 11 and ZONP 10, 11
     runs.run(later + specs[4:] + specs[3:4])  # seen: ZOI 1 s, ZONP 3 s; SNES never seen
     assert executor.order == [("SNES", 0), ("SNES", 1), ("ZONP", 10), ("ZONP", 11), ("ZONP", 1), ("ZOI", 10), ("ZOI", 11)]
+
+
+def test_the_update_rule_suite_reuses_the_standard_suites_adam_runs_and_runs_natural_directions_with_sgd():
+    from comparisons.methods import METHODS
+    from comparisons.suites import SUITES
+
+    suite = SUITES["update-rule"]()
+    standard = standard_suite()
+    assert [task.name for task in suite.tasks] == ["equalization", "copying"]
+    assert suite.methods == ("ZONP", "ZOI", "ZONPSGD", "ZOSGD")
+    assert (suite.seeds, suite.tuning_seeds, suite.step_ranges) == (standard.seeds, standard.tuning_seeds, standard.step_ranges)
+    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    for task in suite.tasks:
+        for method, step in (("ZONP", 0.0173), ("ZOI", 0.0173 if task.name == "copying" else 0.003)):
+            spec = RunSpec(task=task, method=method, seed=0, step_size=step, budget=task.budget or suite.budget,
+                           checkpoints=suite.checkpoints, phase="final")
+            assert runner._same_run(json.loads((folder / f"{spec.key}.json").read_text()), spec), spec.key
+    optimizer = METHODS["ZONPSGD"].build(10, 0.003, 50)(parametrization=50, budget=100)
+    assert (optimizer._config.sampler, optimizer._config.update, optimizer._config.lr) == ("natural", "sgd", 0.003)
