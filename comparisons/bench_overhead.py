@@ -17,8 +17,12 @@ The fast path is timed as the optimizer runs by default (``--prefetch off``) and
 the next iteration's directions drawn in a background thread during the forward
 (``--prefetch on``, ``ZerothOrder(prefetch=True)``); the
 allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_freed_memory`;
-``--system-allocator`` leaves glibc's defaults, with slower forwards).  Run:
-``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off]``;
+``--system-allocator`` leaves glibc's defaults, with slower forwards).
+``--waiting-forward MS`` replaces the forward, after the untimed first iteration, by one
+that returns the outputs of that iteration's size once computed and waits ``MS``
+milliseconds without using the CPU: a stand-in for a forward on a GPU or a chip, where the
+host's cores are free during the wait (the case ``prefetch`` is for).  Run:
+``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off] [--waiting-forward MS]``;
 writes a markdown table to stdout (and ``--out FILE`` as JSON).
 """
 
@@ -71,17 +75,36 @@ class _ForwardTimer:
         adapter._call = timed
 
 
-def measure(workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False) -> dict:
+class _WaitingForward:
+    """A forward that waits ``seconds`` without computing: the outputs of a size, once computed, are returned again."""
+
+    def __init__(self, adapter: tp.Any, seconds: float) -> None:
+        original, outputs = adapter._call, {}
+
+        def waiting(params: tp.Any, in_dims: tp.Any, count: int, inputs: tp.Any) -> tp.Any:
+            if count not in outputs:
+                outputs[count] = original(params, in_dims, count, inputs)
+            time.sleep(seconds)
+            return outputs[count]
+
+        adapter._call = waiting
+
+
+def measure(
+    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False, waiting_ms: float | None = None
+) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     with threadpool_limits(limits=1):  # one BLAS thread, as the harness runs
-        return _measure(workload, sampler, fast, iterations, prefetch)
+        return _measure(workload, sampler, fast, iterations, prefetch, waiting_ms)
 
 
-def _measure(workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool) -> dict:
+def _measure(
+    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool, waiting_ms: float | None
+) -> dict:
     import numpy as np
 
     from nevergrad_zonp import ZerothOrder, minimize_vectorized
@@ -97,6 +120,8 @@ def _measure(workload: str, sampler: str, fast: bool, iterations: int | None, pr
     # warm-up iteration (vmap tracing, allocator), not timed
     optimizer.budget = q + 1
     minimize_vectorized(optimizer, adapter, fast_path=fast)
+    if waiting_ms is not None:
+        _WaitingForward(adapter, waiting_ms / 1e3)
     timer = _ForwardTimer(adapter)
     queries = adapter.queries
     optimizer.budget = queries + iterations * (q + 1) + 10**6  # no budget end inside the window
@@ -116,6 +141,7 @@ def _measure(workload: str, sampler: str, fast: bool, iterations: int | None, pr
         "workload": workload,
         "method": "ZONP" if sampler == "natural" else "ZOI",
         "path": ("fast, prefetch" if prefetch else "fast") if fast else "per-candidate",
+        "forward": "real" if waiting_ms is None else f"waiting {waiting_ms:g} ms",
         "parameters": adapter.dimension,
         "q": q,
         "iterations": optimizer.num_steps - steps,
@@ -142,6 +168,10 @@ def main() -> None:
         help="fast path without (the optimizer's default) and/or with drawing the next directions during the forward (default off)",
     )
     parser.add_argument("--system-allocator", action="store_true", help="do not call reuse_freed_memory() (glibc defaults)")
+    parser.add_argument(
+        "--waiting-forward", type=float, metavar="MS",
+        help="replace the forward by a wait of MS milliseconds that leaves the CPU free (a GPU or chip stand-in)",
+    )
     parser.add_argument("--out", help="JSON file of all measurements")
     args = parser.parse_args()
     if not args.system_allocator:
@@ -156,7 +186,10 @@ def main() -> None:
             cells = [(path == "fast", prefetch == "on") for path in args.paths for prefetch in (args.prefetch if path == "fast" else ["off"])]
             for fast, prefetch in cells:
                 sampler = "natural" if method == "ZONP" else "isotropic"
-                runs = [measure(workload, sampler, fast, args.iterations, prefetch) for _ in range(args.repeats)]
+                runs = [
+                    measure(workload, sampler, fast, args.iterations, prefetch, args.waiting_forward)
+                    for _ in range(args.repeats)
+                ]
                 rows.extend(runs)
                 med = {key: statistics.median(run[key] for run in runs) for key in ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share")}
                 first = runs[0]
