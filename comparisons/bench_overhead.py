@@ -75,19 +75,17 @@ class _ForwardTimer:
         adapter._call = timed
 
 
-class _WaitingForward:
-    """A forward that waits ``seconds`` without computing: the outputs of a size, once computed, are returned again."""
+def _wait_instead_of_forward(adapter: tp.Any, seconds: float) -> None:
+    """Makes the adapter's forward wait ``seconds`` without computing: the outputs of a size, once computed, are returned again."""
+    original, outputs = adapter._call, {}
 
-    def __init__(self, adapter: tp.Any, seconds: float) -> None:
-        original, outputs = adapter._call, {}
+    def waiting(params: tp.Any, in_dims: tp.Any, count: int, inputs: tp.Any) -> tp.Any:
+        if count not in outputs:
+            outputs[count] = original(params, in_dims, count, inputs)
+        time.sleep(seconds)
+        return outputs[count]
 
-        def waiting(params: tp.Any, in_dims: tp.Any, count: int, inputs: tp.Any) -> tp.Any:
-            if count not in outputs:
-                outputs[count] = original(params, in_dims, count, inputs)
-            time.sleep(seconds)
-            return outputs[count]
-
-        adapter._call = waiting
+    adapter._call = waiting
 
 
 def measure(
@@ -121,7 +119,7 @@ def _measure(
     optimizer.budget = q + 1
     minimize_vectorized(optimizer, adapter, fast_path=fast)
     if waiting_ms is not None:
-        _WaitingForward(adapter, waiting_ms / 1e3)
+        _wait_instead_of_forward(adapter, waiting_ms / 1e3)
     timer = _ForwardTimer(adapter)
     queries = adapter.queries
     optimizer.budget = queries + iterations * (q + 1) + 10**6  # no budget end inside the window
