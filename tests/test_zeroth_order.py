@@ -449,3 +449,38 @@ def test_update_rule_is_validated_and_its_presets_are_registered():
     assert ng.optimizers.registry["ZOSGD"].update == "sgd"
     assert ng.optimizers.registry["ZOSignSGD"].update == "sign"
     assert ng.optimizers.registry["ZOSGD"].sampler == "isotropic"
+
+
+def test_per_block_refresh_estimates_a_block_at_its_first_use_and_every_fisher_period_uses_of_it():
+    oracle = QuadraticOracle(28)  # 7 blocks of 4
+    opt = nevergrad_zonp.ZerothOrder(fisher_refresh="per_block", fisher_period=3, num_directions=3, max_block_size=4)(
+        oracle.parametrization, budget=10_000
+    )
+    opt.attach(oracle)
+    blocks, refreshed = [], []
+    start, refresh = opt._start_iteration, opt._refresh_fisher
+
+    def recording_start():
+        iteration = start()
+        blocks.append(iteration.block)
+        return iteration
+
+    def recording_refresh(block, *args):
+        refreshed.append((len(blocks), block))  # the iteration being started, not yet appended
+        return refresh(block, *args)
+
+    opt._start_iteration, opt._refresh_fisher = recording_start, recording_refresh
+    for _ in range(120):  # asks of 4 queries: 30 iterations, far from the budget
+        candidate = opt.ask()
+        opt.tell(candidate, oracle(candidate.value))
+    uses = {block: 0 for block in range(7)}
+    expected = []
+    for index, block in enumerate(blocks):
+        if uses[block] % 3 == 0:
+            expected.append((index, block))
+        uses[block] += 1
+    assert len(blocks) == 30 and len(set(blocks)) >= 6 and len(expected) > len(set(blocks))  # some blocks twice
+    assert refreshed == expected
+    assert opt.num_fisher_updates == len(expected) and opt.num_blocks_with_fisher == len(set(blocks))
+    with pytest.raises(ValueError, match="per_block"):
+        nevergrad_zonp.ZerothOrder(fisher_refresh="per-block")

@@ -66,7 +66,7 @@ PREFETCH_SHAPES = True
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
 CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
-FISHER_REFRESHES = ("sampled", "least_recent")
+FISHER_REFRESHES = ("sampled", "least_recent", "per_block")
 BLOCK_SELECTIONS = ("random", "cyclic")
 LR_SCHEDULES = ("constant", "cosine")
 #: Default Adam learning rate on a plain Nevergrad problem (standardized space, natural scale 1).
@@ -209,6 +209,8 @@ class _ZerothOrder(base.Optimizer):
         self._rule = UPDATE_RULES[cfg.update](self.dimension, num_blocks, default_lr if cfg.lr is None else cfg.lr)
         self._lr_schedule = DEFAULT_SCHEDULE if cfg.lr_schedule is None else cfg.lr_schedule
         self._last_refresh = np.full(num_blocks, -1, dtype=np.int64)  # iteration of each block's latest refresh
+        # iterations on each block since its latest refresh attempt ("per_block": due at fisher_period, so at first use)
+        self._uses_since_refresh = np.full(num_blocks, cfg.fisher_period, dtype=np.int64)
         self._iterations: tp.Dict[int, _Iteration] = {}
         self._pending: tp.Dict[str, tp.Tuple[int, int]] = {}
         self._num_iterations = 0
@@ -519,7 +521,11 @@ class _ZerothOrder(base.Optimizer):
         previous = self._iterations.get(key - 1)
         same_base = previous is not None and np.array_equal(previous.base, self._x)
         batch = previous.batch if same_base else key
-        refresh = self._sampler.uses_fisher and key % cfg.fisher_period == 0
+        if cfg.fisher_refresh == "per_block":
+            # At a block's first use, then every fisher_period uses of that block.
+            refresh = self._sampler.uses_fisher and self._uses_since_refresh[block] >= cfg.fisher_period
+        else:
+            refresh = self._sampler.uses_fisher and key % cfg.fisher_period == 0
         if refresh and cfg.fisher_refresh == "least_recent" and self._oracle is not None:
             # Refresh the block whose Fisher is oldest (never estimated first) and step on it.
             block = int(np.argmin(self._last_refresh))
@@ -532,6 +538,7 @@ class _ZerothOrder(base.Optimizer):
                 NaturalPerturbationsInactiveWarning,
             )
             refresh = False
+            self._uses_since_refresh[block] = 0
         left = self._queries_left()
         if refresh and left is not None and left - (size + 1) < max(size + 1, self.iteration_size):
             # A refresh serves the iterations after it: never spend more on it than they can use.
@@ -540,7 +547,9 @@ class _ZerothOrder(base.Optimizer):
         if refresh:
             if self._refresh_fisher(block, start, stop, batch):
                 self._last_refresh[block] = key
+            self._uses_since_refresh[block] = 0  # an unusable estimate is not retried at every use
             left = self._queries_left()
+        self._uses_since_refresh[block] += 1
         num_directions = cfg.num_directions
         if left is not None and 0 < left <= self.iteration_size:
             # The last iteration uses what is left but one: that one evaluates the final iterate,
@@ -590,7 +599,7 @@ class _ZerothOrder(base.Optimizer):
         cfg = self._config
         if type(self)._draw_directions is not _ZerothOrder._draw_directions or not getattr(cfg, "prefetch", False):
             return False  # off, or a subclass drawing its own way (the learned optimizer's QueryRNN state)
-        if self._sampler.uses_fisher and key % cfg.fisher_period == 0:
+        if self._sampler.uses_fisher and (cfg.fisher_refresh == "per_block" or key % cfg.fisher_period == 0):
             return False  # a refresh may pick another block and changes the block's covariance first
         left = self._queries_left()
         if left is not None and left <= self.iteration_size:
@@ -791,7 +800,12 @@ class ZerothOrder(base.ConfiguredOptimizer):
         (the block whose Fisher is oldest, never-estimated blocks first; that iteration then
         steps on it).  With ``B`` blocks and ``R`` refreshes, ``"sampled"`` leaves a block
         without a Fisher with probability ``(1 - 1/B)^R`` (21 % at B = 7, R = 10);
-        ``"least_recent"`` covers every block once ``R >= B``.
+        ``"least_recent"`` covers every block once ``R >= B``.  ``"per_block"``: a block's
+        Fisher is estimated when the block is first sampled and again after every
+        ``fisher_period`` iterations on that block (its own uses, not the optimizer's
+        iterations), so each Fisher is fresh where it is first used; that makes about
+        ``B + iterations / fisher_period`` refreshes, against ``iterations / fisher_period``
+        for the other rules.
     fisher_rank: int or None
         ``None`` (default, the paper's): the full ``n_b x n_b`` Cholesky factor of every
         block's ``F~_b + rho I`` is stored.  ``r``: only the ``r`` leading eigenpairs of
