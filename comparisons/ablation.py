@@ -88,10 +88,14 @@ COMPACT_SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("ZONP, fisher_rank 64", "ZONP", 0.0173, {"fisher_rank": 64}),
         Setting("ZONP, fisher_rank 16", "ZONP", 0.0173, {"fisher_rank": 16}),
         Setting("ZONP, full Fisher, float16 factor", "ZONP", 0.0173, {"fisher_storage": "float16"}),
+        Setting("ZONP, fisher_rank 64, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 64, "fisher_refresh": "per_block"}),
     ),
-    # The full-Fisher reference on copying is the standard suite's ZONP row (same seeds, lr
-    # and settings), which the ``levers`` study's first row runs again.
-    "copying": (Setting("ZONP, fisher_rank 64", "ZONP", 0.0173, {"fisher_rank": 64}),),
+    # The full-Fisher references on copying are the ``levers`` study's rows with the same
+    # refresh rule (the first, ``least_recent``; ``per_block``: the standard suite's ZONP row).
+    "copying": (
+        Setting("ZONP, fisher_rank 64", "ZONP", 0.0173, {"fisher_rank": 64}),
+        Setting("ZONP, fisher_rank 64, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 64, "fisher_refresh": "per_block"}),
+    ),
 }
 STUDIES = {"levers": SETTINGS_BY_TASK, "compact": COMPACT_SETTINGS}
 

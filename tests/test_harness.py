@@ -272,6 +272,7 @@ def test_the_compact_fisher_study_runs_the_same_protocol_with_the_rank_and_stora
     overrides = [spec.task.zo_settings for _, spec in pairs]
     assert {"fisher_period": 160, "fisher_rank": 16} in overrides
     assert {"fisher_period": 160, "fisher_storage": "float16"} in overrides
+    assert {"fisher_period": 160, "fisher_rank": 64, "fisher_refresh": "per_block"} in overrides
     assert all(spec.method == "ZONP" for _, spec in pairs)
 
 
