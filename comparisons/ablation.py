@@ -95,6 +95,8 @@ COMPACT_SETTINGS: dict[str, tuple[Setting, ...]] = {
     "copying": (
         Setting("ZONP, fisher_rank 64", "ZONP", 0.0173, {"fisher_rank": 64}),
         Setting("ZONP, fisher_rank 64, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 64, "fisher_refresh": "per_block"}),
+        Setting("ZONP, fisher_rank 128, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 128, "fisher_refresh": "per_block"}),
+        Setting("ZONP, fisher_rank 256, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 256, "fisher_refresh": "per_block"}),
     ),
 }
 STUDIES = {"levers": SETTINGS_BY_TASK, "compact": COMPACT_SETTINGS}
