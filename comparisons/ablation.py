@@ -61,14 +61,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-#: On the copying chip (a 40-step MZI recurrence), where ZONP trails ZOco, SNES and CMA-ES in
-#: the standard suite: is it the damping, the refresh policy (the paper's, the suite's, a
-#: block's own uses), the Jacobian's step, or the
-#: Fisher itself?  At the step size the suite chose for ZONP and ZOI (0.0173); the first and
-#: last rows were the suite's own ZONP and ZOI runs, run again, when it used ``least_recent``.  (An earlier version ran at lr
-#: 0.003 on seeds 0-2, on another machine; its runs stay in ``comparisons/reported/ablation/runs``.)
+#: On the copying chip (a 40-step MZI recurrence), where ZONP trailed ZOco, SNES and CMA-ES
+#: with the suite's earlier ``least_recent`` refreshes: is it the damping, the refresh rule
+#: (the paper's, ``least_recent``, a block's own uses), the Jacobian's step, or the Fisher
+#: itself?  At the step size the suite chose for ZONP and ZOI (0.0173).  (An earlier version
+#: ran at lr 0.003 on seeds 0-2, on another machine; its runs stay in
+#: ``comparisons/reported/ablation/runs``.)
 COPYING_SETTINGS: tuple[Setting, ...] = (
-    Setting("ZONP, lr 0.0173 (suite settings: rho 0.1, least_recent)", "ZONP", 0.0173),
+    Setting("ZONP, lr 0.0173 (base settings: rho 0.1, least_recent)", "ZONP", 0.0173),
     Setting("ZONP, lr 0.0173, rho 1", "ZONP", 0.0173, {"rho": 1.0}),
     Setting("ZONP, lr 0.0173, refresh sampled (paper)", "ZONP", 0.0173, {"fisher_refresh": "sampled"}),
     Setting("ZONP, lr 0.0173, refresh per_block (first use, then every 300 uses)", "ZONP", 0.0173,

@@ -177,6 +177,8 @@ def main() -> None:
 
         reuse_freed_memory()
     rows = []
+    if args.waiting_forward is not None:
+        print(f"forward replaced by a wait of {args.waiting_forward:g} ms (--waiting-forward)\n")
     print("| workload | N | Q | method | path | ms / iteration | forward ms | overhead ms | overhead / forward |")
     print("|---|---|---|---|---|---|---|---|---|")
     for workload in args.workloads:

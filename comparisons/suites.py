@@ -249,17 +249,18 @@ def standard_suite() -> Suite:
     on the equalization chip only: the suite's two hours go to the five methods on all three tasks.
     """
     core = ("ZONP", *BASELINES)
+    per_block = {"fisher_refresh": "per_block"}
     return Suite(
         name="standard",
         tasks=(
-            _embedded_equalization(zo_settings={"fisher_period": 160, "fisher_refresh": "per_block"}),
+            _embedded_equalization(zo_settings={"fisher_period": 160, **per_block}),
             TaskSpec(
                 name="copying",
                 build=copying_task,
                 kwargs={"delay": 20},
                 pretrain_epochs=15,
                 pretrain_lr=2e-3,
-                zo_settings={"fisher_period": 300, "fisher_refresh": "per_block"},
+                zo_settings={"fisher_period": 300, **per_block},
                 budget=24_000,
                 methods=core,
             ),
@@ -270,7 +271,7 @@ def standard_suite() -> Suite:
                 num_directions=100,
                 budget=200_000,
                 methods=core,
-                zo_settings={"fisher_refresh": "per_block"},
+                zo_settings=dict(per_block),
             ),
         ),
         methods=("ZONP", *BASELINES, "ZOL2L", "ZOL2L-attack", "ZOL2L-equalization"),
