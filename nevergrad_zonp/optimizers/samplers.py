@@ -31,6 +31,8 @@ class IsotropicSampler:
     """ZO-I: standard Gaussian directions."""
 
     uses_fisher = False
+    #: draws Gaussian numbers (``noise`` calls ``rng.normal``): the optimizer's direction stream applies
+    gaussian = True
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` directions of dimension ``size`` for block ``block``, shape ``(num, size)``."""
@@ -49,6 +51,7 @@ class CoordinateSampler:
     """ZO-co: unit coordinate vectors, coordinates drawn uniformly with replacement."""
 
     uses_fisher = False
+    gaussian = False
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` rows of the identity of size ``size`` chosen uniformly with replacement."""
@@ -94,6 +97,7 @@ class NaturalSampler:
     """
 
     uses_fisher = True
+    gaussian = True
 
     def __init__(self, damping: float, smoothing: float, rank: int | None = None, storage: str = "float32") -> None:
         if not damping > 0:

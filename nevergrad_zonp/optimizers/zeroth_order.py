@@ -45,6 +45,7 @@ import threading
 import typing as tp
 
 import numpy as np
+import torch
 from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
@@ -68,6 +69,7 @@ CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
 FISHER_REFRESHES = ("sampled", "least_recent", "per_block")
 BLOCK_SELECTIONS = ("random", "cyclic")
+DIRECTION_STREAMS = ("torch", "legacy")
 LR_SCHEDULES = ("constant", "cosine")
 #: Default Adam learning rate on a plain Nevergrad problem (standardized space, natural scale 1).
 DEFAULT_LR = 0.1
@@ -152,6 +154,8 @@ class _Prefetch:
     noise: tp.Any = None
     directions: tp.Optional[np.ndarray] = None
     end_state: tp.Any = None
+    torch_state: tp.Optional[torch.Tensor] = None  # the "torch" direction stream's, likewise
+    torch_end_state: tp.Optional[torch.Tensor] = None
 
 
 _POOL_LOCK = threading.Lock()
@@ -174,6 +178,30 @@ def _same_random_state(first: tp.Any, second: tp.Any) -> bool:
         and np.array_equal(first[1], second[1])
         and first[2:] == second[2:]
     )
+
+
+class _TorchNormals:
+    """The Gaussian numbers of the ``"torch"`` direction stream: ``normal(size=(a, b))`` from a torch CPU generator.
+
+    torch draws float32 normals by a vectorised Box-Muller transform, about 5x faster than
+    numpy's legacy ``RandomState.normal`` (polar method, float64): 0.10 against 0.51 ms for
+    the 100 x 443 numbers of a digits iteration at Q = 100.  They are returned as float64.
+    """
+
+    __slots__ = ("generator",)
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def normal(self, size: tp.Tuple[int, int]) -> np.ndarray:
+        return torch.randn(size, generator=self.generator).numpy().astype(np.float64)
+
+
+def _torch_generator(state: torch.Tensor) -> torch.Generator:
+    """A torch CPU generator in ``state``."""
+    generator = torch.Generator()
+    generator.set_state(state)
+    return generator
 
 
 class _ZerothOrder(base.Optimizer):
@@ -230,6 +258,9 @@ class _ZerothOrder(base.Optimizer):
         self._origin: tp.Optional[np.ndarray] = None  # value at standardized data 0 (plain Array only)
         self._prefetch: tp.Optional[_Prefetch] = None  # next iteration's directions, drawn during the evaluation
         self._num_prefetched = 0  # iterations whose directions were drawn ahead and used
+        # The "torch" direction stream's generator, seeded from the Nevergrad random state at the
+        # first Gaussian draw (so that seeding the parametrization after building the optimizer counts).
+        self._torch_generator: tp.Optional[torch.Generator] = None
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
             self.pruning = pruning
@@ -435,7 +466,15 @@ class _ZerothOrder(base.Optimizer):
         state["_prefetch"] = None  # a thread does not pickle; the loaded optimizer draws in sequence (same draws)
         state["_oracle"] = None
         state["_stop_at_budget"] = False  # a dump taken inside minimize (OptimizerDump) must not stop later asks
+        if self._torch_generator is not None:  # stored as its state tensor (any torch version pickles that)
+            state["_torch_generator"] = self._torch_generator.get_state()
         return state
+
+    def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
+        generator = state.get("_torch_generator")
+        if isinstance(generator, torch.Tensor):
+            state["_torch_generator"] = _torch_generator(generator)
+        self.__dict__.update(state)
 
     # ----- Nevergrad hooks -----------------------------------------------------------
     def _close_stale_iteration(self) -> None:
@@ -561,6 +600,9 @@ class _ZerothOrder(base.Optimizer):
             if directions is None:
                 directions = self._shape_directions(block, size, prefetched.noise)
             self._rng.set_state(prefetched.end_state)
+            if prefetched.torch_end_state is not None:
+                assert self._torch_generator is not None
+                self._torch_generator.set_state(prefetched.torch_end_state)
             self._num_prefetched += 1
         else:
             directions = self._draw_directions(block, size, num_directions)
@@ -582,7 +624,16 @@ class _ZerothOrder(base.Optimizer):
         """``(num_directions, size)`` directions of an iteration on ``block`` (normalised if configured)."""
         if not num_directions:
             return np.zeros((0, size))
-        return self._shape_directions(block, size, self._sampler.noise(self._rng, size, num_directions))
+        return self._shape_directions(block, size, self._sampler.noise(self._noise_source(), size, num_directions))
+
+    def _noise_source(self) -> tp.Any:
+        """Where the sampler's random numbers come from: the ``"torch"`` stream's normals, else the Nevergrad random state."""
+        if self._config.direction_stream == "legacy" or not self._sampler.gaussian:
+            return self._rng  # ZO-co's coordinates: integers, from the Nevergrad random state in both streams
+        if self._torch_generator is None:
+            seed = int(self._rng.randint(2**63 - 1, dtype=np.int64))
+            self._torch_generator = torch.Generator().manual_seed(seed)
+        return _TorchNormals(self._torch_generator)
 
     def _shape_directions(self, block: int, size: int, noise: tp.Any) -> np.ndarray:
         """The directions of the sampler's ``noise`` on ``block`` (normalised if configured)."""
@@ -612,8 +663,12 @@ class _ZerothOrder(base.Optimizer):
         key = self._num_iterations
         if self._prefetch is not None or not self._prefetch_applies(key):
             return
-        state = self._rng.get_state()
         cfg = self._config
+        torch_stream = cfg.direction_stream == "torch" and self._sampler.gaussian
+        if torch_stream and self._torch_generator is None:
+            return  # seeded at the first draw, in sequence
+        state = self._rng.get_state()
+        torch_state = self._torch_generator.get_state() if torch_stream else None  # type: ignore[union-attr]
         num_blocks, num_directions = self.num_blocks, cfg.num_directions
 
         bounds, sampler = self._bounds, self._sampler
@@ -623,12 +678,15 @@ class _ZerothOrder(base.Optimizer):
             rng.set_state(state)
             block = rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
             size = int(bounds[block + 1] - bounds[block])
-            noise = sampler.noise(rng, size, num_directions)
+            generator = None if torch_state is None else _torch_generator(torch_state)
+            noise = sampler.noise(rng if generator is None else _TorchNormals(generator), size, num_directions)
             if PREFETCH_SHAPES:  # the block's covariance cannot change before the iteration starts (no refresh)
                 prefetch.directions = self._shape_directions(block, size, noise)
-            prefetch.block, prefetch.noise, prefetch.end_state = block, noise, rng.get_state()
+            prefetch.block, prefetch.noise = block, noise
+            prefetch.torch_end_state = None if generator is None else generator.get_state()
+            prefetch.end_state = rng.get_state()
 
-        prefetch = _Prefetch(index=key, state=state)
+        prefetch = _Prefetch(index=key, state=state, torch_state=torch_state)
         prefetch.job = _prefetch_pool().submit(draw)
         self._prefetch = prefetch
 
@@ -650,6 +708,13 @@ class _ZerothOrder(base.Optimizer):
             and prefetch.end_state is not None  # the thread failed: draw here (and raise here, if it raises)
             and self._prefetch_applies(key)
             and _same_random_state(prefetch.state, self._rng.get_state())  # nobody drew since
+            and (
+                prefetch.torch_state is None
+                or (
+                    self._torch_generator is not None
+                    and torch.equal(prefetch.torch_state, self._torch_generator.get_state())
+                )
+            )
         )
         return prefetch if usable else None
 
@@ -858,6 +923,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         fisher_storage: str = "float32",
         update: str = "adam",
         prefetch: bool = False,
+        direction_stream: str = "torch",
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -869,6 +935,8 @@ class ZerothOrder(base.ConfiguredOptimizer):
             raise ValueError(f"update must be one of {tuple(UPDATE_RULES)}, got {update!r}")
         if block_selection not in BLOCK_SELECTIONS:
             raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")
+        if direction_stream not in DIRECTION_STREAMS:
+            raise ValueError(f"direction_stream must be one of {DIRECTION_STREAMS}, got {direction_stream!r}")
         config = dict(locals())
         for name in ("num_directions", "max_block_size", "fisher_period"):
             if int(config[name]) != config[name] or config[name] < 1:
@@ -903,4 +971,5 @@ class ZerothOrder(base.ConfiguredOptimizer):
         if not isinstance(prefetch, bool):
             raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
         self.prefetch = prefetch
+        self.direction_stream = direction_stream
         super().__init__(_ZerothOrder, config, as_config=True)
