@@ -26,7 +26,7 @@ import numpy as np
 
 from .report import LATE_DIVERGENCE
 from .runner import RunSpec, _Runs, write_atomic
-from .suites import standard_suite
+from .suites import LEGACY_STREAM, standard_suite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +103,11 @@ STUDIES = {"levers": SETTINGS_BY_TASK, "compact": COMPACT_SETTINGS}
 
 #: The ZO settings every row starts from: the ``standard`` suite's when these studies were run
 #: (the suite has since moved to ``fisher_refresh="per_block"``, on the evidence of the rows
-#: that try it); frozen here so that the studies' stored runs stay theirs.
+#: that try it), directions from the legacy stream they were drawn with; frozen here so
+#: that the studies' stored runs stay theirs.
 BASE_SETTINGS: dict[str, dict[str, tp.Any]] = {
-    "equalization": {"fisher_period": 160},
-    "copying": {"fisher_period": 300, "fisher_refresh": "least_recent"},
+    "equalization": {"fisher_period": 160, **LEGACY_STREAM},
+    "copying": {"fisher_period": 300, "fisher_refresh": "least_recent", **LEGACY_STREAM},
 }
 
 

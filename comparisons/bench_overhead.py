@@ -21,8 +21,14 @@ allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_free
 ``--waiting-forward MS`` replaces the forward, after the untimed first iteration, by one
 that returns the outputs of that iteration's size once computed and waits ``MS``
 milliseconds without using the CPU: a stand-in for a forward on a GPU or a chip, where the
-host's cores are free during the wait (the case ``prefetch`` is for).  Run:
-``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off] [--waiting-forward MS]``;
+host's cores are free during the wait (the case ``prefetch`` is for).  ``--device cuda``
+puts the network on a GPU (the data stay on the CPU and are moved in the forward, the
+losses are formed on the CPU), ``--settings-per-call V`` sets the settings per vmapped
+call.  The *loss* column is the part of the overhead spent forming the mini-batch losses
+from the outputs (the task's loss function, the objective's own work rather than the
+framework's): it is reported so that both readings of "everything but the forward" can be
+read off.  Run:
+``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off] [--waiting-forward MS] [--device DEV] [--settings-per-call V]``;
 writes a markdown table to stdout (and ``--out FILE`` as JSON).
 """
 
@@ -38,7 +44,7 @@ import warnings
 WORKLOADS = ("digits-q10", "digits-q100", "equalization-q10", "mixer33k-q100")
 
 
-def _adapter(workload: str) -> tp.Tuple[tp.Any, int, int]:
+def _adapter(workload: str, device: str = "cpu", settings_per_call: int | None = None) -> tp.Tuple[tp.Any, int, int]:
     from nevergrad_zonp import ModelAdapter
     from nevergrad_zonp.tasks.cifar import mixer_task, synthetic_cifar10
     from nevergrad_zonp.tasks.equalization import equalization_task
@@ -55,7 +61,11 @@ def _adapter(workload: str) -> tp.Tuple[tp.Any, int, int]:
         raise ValueError(f"unknown workload {workload!r}; known: {WORKLOADS}")
     q = int(workload.rsplit("-q", 1)[1])
     period = 160 if workload.startswith("equalization") else 100  # the suites' fisher_period
-    return ModelAdapter.from_task(task, on=on, batch_size=batch, seed=0), q, period
+    (task.model if on == "model" else task.chip).to(device)  # the data stay on the CPU: moved per query, in the forward
+    adapter = ModelAdapter.from_task(task, on=on, batch_size=batch, seed=0)
+    if settings_per_call is not None:
+        adapter.settings_per_call = settings_per_call
+    return adapter, q, period
 
 
 class _ForwardTimer:
@@ -75,6 +85,23 @@ class _ForwardTimer:
         adapter._call = timed
 
 
+class _LossTimer:
+    """Wraps an adapter's loss computation from outputs (``_losses``) and sums its wall time."""
+
+    def __init__(self, adapter: tp.Any) -> None:
+        self.seconds = 0.0
+        original = adapter._losses
+
+        def timed(*args: tp.Any, **kwargs: tp.Any) -> tp.Any:
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - began
+
+        adapter._losses = timed
+
+
 def _wait_instead_of_forward(adapter: tp.Any, seconds: float) -> None:
     """Makes the adapter's forward wait ``seconds`` without computing: the outputs of a size, once computed, are returned again."""
     original, outputs = adapter._call, {}
@@ -89,7 +116,8 @@ def _wait_instead_of_forward(adapter: tp.Any, seconds: float) -> None:
 
 
 def measure(
-    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False, waiting_ms: float | None = None
+    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False, waiting_ms: float | None = None,
+    device: str = "cpu", settings_per_call: int | None = None,
 ) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
@@ -97,17 +125,18 @@ def measure(
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     with threadpool_limits(limits=1):  # one BLAS thread, as the harness runs
-        return _measure(workload, sampler, fast, iterations, prefetch, waiting_ms)
+        return _measure(workload, sampler, fast, iterations, prefetch, waiting_ms, device, settings_per_call)
 
 
 def _measure(
-    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool, waiting_ms: float | None
+    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool, waiting_ms: float | None,
+    device: str, settings_per_call: int | None,
 ) -> dict:
     import numpy as np
 
     from nevergrad_zonp import ZerothOrder, minimize_vectorized
 
-    adapter, q, period = _adapter(workload)
+    adapter, q, period = _adapter(workload, device, settings_per_call)
     # The window is one Fisher period (iterations 1..T_ud): ZONP's refresh cost is amortised
     # as in a run.  Iteration 0 (a refresh, vmap warm-up) is not timed.
     iterations = period if iterations is None else iterations
@@ -120,7 +149,7 @@ def _measure(
     minimize_vectorized(optimizer, adapter, fast_path=fast)
     if waiting_ms is not None:
         _wait_instead_of_forward(adapter, waiting_ms / 1e3)
-    timer = _ForwardTimer(adapter)
+    timer, loss_timer = _ForwardTimer(adapter), _LossTimer(adapter)
     queries = adapter.queries
     optimizer.budget = queries + iterations * (q + 1) + 10**6  # no budget end inside the window
     steps = optimizer.num_steps
@@ -140,6 +169,8 @@ def _measure(
         "method": "ZONP" if sampler == "natural" else "ZOI",
         "path": ("fast, prefetch" if prefetch else "fast") if fast else "per-candidate",
         "forward": "real" if waiting_ms is None else f"waiting {waiting_ms:g} ms",
+        "device": str(adapter.device),
+        "settings_per_call": adapter.settings_per_call,
         "parameters": adapter.dimension,
         "q": q,
         "iterations": optimizer.num_steps - steps,
@@ -148,6 +179,10 @@ def _measure(
         "forward_ms": 1e3 * timer.seconds / iterations,
         "overhead_ms": 1e3 * (total - timer.seconds) / iterations,
         "overhead_share": (total - timer.seconds) / timer.seconds if timer.seconds else float(np.nan),
+        "loss_ms": 1e3 * loss_timer.seconds / iterations,
+        "overhead_share_without_loss": (
+            (total - timer.seconds - loss_timer.seconds) / timer.seconds if timer.seconds else float(np.nan)
+        ),
     }
 
 
@@ -170,6 +205,11 @@ def main() -> None:
         "--waiting-forward", type=float, metavar="MS",
         help="replace the forward by a wait of MS milliseconds that leaves the CPU free (a GPU or chip stand-in)",
     )
+    parser.add_argument("--device", default="cpu", help="torch device of the network (default cpu; e.g. cuda)")
+    parser.add_argument(
+        "--settings-per-call", type=int, metavar="V",
+        help="settings evaluated in one vmapped forward (default: the adapter's, 32; a GPU takes a whole iteration)",
+    )
     parser.add_argument("--out", help="JSON file of all measurements")
     args = parser.parse_args()
     if not args.system_allocator:
@@ -179,24 +219,35 @@ def main() -> None:
     rows = []
     if args.waiting_forward is not None:
         print(f"forward replaced by a wait of {args.waiting_forward:g} ms (--waiting-forward)\n")
-    print("| workload | N | Q | method | path | ms / iteration | forward ms | overhead ms | overhead / forward |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.device != "cpu" or args.settings_per_call is not None:
+        print(f"network on {args.device}, settings per vmapped call: {args.settings_per_call or 'the adapter default'}\n")
+    print(
+        "| workload | N | Q | method | path | ms / iteration | forward ms | overhead ms | overhead / forward "
+        "| of which loss ms | overhead without loss / forward |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for workload in args.workloads:
         for method in args.methods:
             cells = [(path == "fast", prefetch == "on") for path in args.paths for prefetch in (args.prefetch if path == "fast" else ["off"])]
             for fast, prefetch in cells:
                 sampler = "natural" if method == "ZONP" else "isotropic"
                 runs = [
-                    measure(workload, sampler, fast, args.iterations, prefetch, args.waiting_forward)
+                    measure(
+                        workload, sampler, fast, args.iterations, prefetch, args.waiting_forward, args.device,
+                        args.settings_per_call,
+                    )
                     for _ in range(args.repeats)
                 ]
                 rows.extend(runs)
-                med = {key: statistics.median(run[key] for run in runs) for key in ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share")}
+                keys = ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share", "loss_ms", "overhead_share_without_loss")
+                med = {key: statistics.median(run[key] for run in runs) for key in keys}
+                low, high = (f(run["overhead_share"] for run in runs) for f in (min, max))
                 first = runs[0]
                 print(
                     f"| {workload} | {first['parameters']:,} | {first['q']} | {method} | {first['path']} | "
                     f"{med['ms_per_iteration']:.1f} | {med['forward_ms']:.1f} | {med['overhead_ms']:.2f} | "
-                    f"{100 * med['overhead_share']:.1f} % |",
+                    f"{100 * med['overhead_share']:.1f} % ({100 * low:.1f}-{100 * high:.1f}) | {med['loss_ms']:.2f} | "
+                    f"{100 * med['overhead_share_without_loss']:.1f} % |",
                     flush=True,
                 )
     if args.out:

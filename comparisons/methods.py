@@ -59,6 +59,14 @@ class Method:
     relevant_settings: tp.Optional[tp.Callable[[str], bool]] = None
     #: what else a run depends on, checked when a stored run is reused (e.g. a weights file's hash)
     fingerprint: tp.Optional[tp.Callable[[], dict[str, tp.Any]]] = None
+    #: whether its directions are Gaussian draws, whose numbers come from the ``direction_stream`` setting
+    gaussian_directions: bool = False
+
+    def direction_stream(self, zo_settings: tp.Mapping[str, tp.Any]) -> tp.Optional[str]:
+        """The stream this method's Gaussian directions come from under ``zo_settings`` (``None``: it draws none)."""
+        if not self.gaussian_directions:
+            return None
+        return str(zo_settings.get("direction_stream", ZerothOrder().direction_stream))
 
     def relevant(self, zo_settings: tp.Mapping[str, tp.Any]) -> dict[str, tp.Any]:
         """The part of a task's ``zo_settings`` that this method's runs depend on."""
@@ -131,12 +139,12 @@ def _weights_fingerprint(weights: tp.Optional[str]) -> tp.Callable[[], dict[str,
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("ZONP", _zeroth_order("natural"), "lr"),
-        Method("ZOI", _zeroth_order("isotropic"), "lr", _without_fisher),
+        Method("ZONP", _zeroth_order("natural"), "lr", gaussian_directions=True),
+        Method("ZOI", _zeroth_order("isotropic"), "lr", _without_fisher, gaussian_directions=True),
         Method("ZOco", _zeroth_order("coordinate"), "lr", _without_fisher),
-        Method("ZOSGD", _zeroth_order("isotropic", "sgd"), "lr", _without_fisher),
-        Method("ZONPSGD", _zeroth_order("natural", "sgd"), "lr"),
-        Method("ZOSignSGD", _zeroth_order("isotropic", "sign"), "lr", _without_fisher),
+        Method("ZOSGD", _zeroth_order("isotropic", "sgd"), "lr", _without_fisher, gaussian_directions=True),
+        Method("ZONPSGD", _zeroth_order("natural", "sgd"), "lr", gaussian_directions=True),
+        Method("ZOSignSGD", _zeroth_order("isotropic", "sign"), "lr", _without_fisher, gaussian_directions=True),
         Method("ZOL2L", _learned(True), "update_scale", _learned_settings, _weights_fingerprint(None)),
         Method("ZOL2LNoQuery", _learned(False), "update_scale", _learned_settings, _weights_fingerprint(None)),
         Method("ZOL2L-attack", _learned(True, "attack_digits"), "update_scale", _learned_settings,

@@ -131,11 +131,22 @@ class RunSpec:
         return f"{self.task.name}_{self.method}_seed{self.seed}_step{self.step_size:.6g}_budget{self.budget}"
 
 
+#: The stream of a stored run that does not record one: runs were made with numpy's legacy
+#: draws until the ``direction_stream`` setting came (its default is now ``"torch"``).
+UNRECORDED_DIRECTION_STREAM = "legacy"
+
+
 def _run_identity(task_settings: tp.Mapping[str, tp.Any], method: str) -> dict[str, tp.Any]:
-    """The task settings a run of ``method`` depends on (``zo_settings`` reduced to the relevant ones)."""
+    """The task settings a run of ``method`` depends on (``zo_settings`` reduced to the relevant ones).
+
+    ``direction_stream`` is left out: a run records the stream it drew from, default or
+    not, and :func:`_same_run` compares that (so a suite that pins ``"legacy"`` reuses the
+    runs stored before the setting existed, and one on the default does not).
+    """
     identity = dict(task_settings)
     identity.pop("methods", None)  # which methods a task runs does not change a run
-    identity["zo_settings"] = METHODS[method].relevant(identity.get("zo_settings", {}))
+    zo_settings = {key: value for key, value in identity.get("zo_settings", {}).items() if key != "direction_stream"}
+    identity["zo_settings"] = METHODS[method].relevant(zo_settings)
     return identity
 
 
@@ -148,6 +159,9 @@ def _same_run(record: Record, spec: "RunSpec") -> bool:
     fingerprint = METHODS[spec.method].fingerprint
     if fingerprint is not None and record["settings"].get("fingerprint") != fingerprint():
         return False  # e.g. a learned optimizer's weights were retrained since
+    stream = METHODS[spec.method].direction_stream(spec.task.zo_settings)
+    if stream is not None and record["settings"].get("direction_stream", UNRECORDED_DIRECTION_STREAM) != stream:
+        return False  # other random numbers: another run
     return _run_identity(stored, spec.method) == _run_identity(expected, spec.method)
 
 
@@ -331,6 +345,9 @@ def _execute(spec: RunSpec) -> Record:
     }
     if method.fingerprint is not None:
         settings["fingerprint"] = method.fingerprint()
+    stream = method.direction_stream(task_spec.zo_settings)
+    if stream is not None:
+        settings["direction_stream"] = stream
     return {"key": spec.key, "row": row, "curve": curve.points, "settings": settings}
 
 

@@ -185,6 +185,11 @@ class Suite:
 BASELINES = ("ZOI", "ZOco", "SNES", "CMA-ES")
 
 
+#: ``zo_settings`` of the suites whose runs are reported (standard, update-rule, the ablation,
+#: the attacks): their directions come from the legacy stream they were recorded with.
+LEGACY_STREAM: dict[str, tp.Any] = {"direction_stream": "legacy"}
+
+
 def _embedded_equalization(**settings: tp.Any) -> TaskSpec:
     """The equalization chip of the embedded suites: 2,000 training and test symbols, 2 epochs of pretraining."""
     return TaskSpec(
@@ -249,7 +254,10 @@ def standard_suite() -> Suite:
     on the equalization chip only: the suite's two hours go to the five methods on all three tasks.
     """
     core = ("ZONP", *BASELINES)
-    per_block = {"fisher_refresh": "per_block"}
+    # The reported runs (comparisons/reported/standard) drew their directions from numpy's
+    # legacy stream, the default until the faster "torch" stream; pinned, so that this suite
+    # reproduces them bit for bit.  (The stream changes the random numbers, not the method.)
+    per_block = {"fisher_refresh": "per_block", **LEGACY_STREAM}
     return Suite(
         name="standard",
         tasks=(

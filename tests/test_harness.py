@@ -270,9 +270,10 @@ def test_the_compact_fisher_study_runs_the_same_protocol_with_the_rank_and_stora
     pairs = ablation.specs("equalization", study="compact")
     assert len({spec.key for _, spec in pairs}) == len(pairs) == len(ablation.COMPACT_SETTINGS["equalization"]) * 5
     overrides = [spec.task.zo_settings for _, spec in pairs]
-    assert {"fisher_period": 160, "fisher_rank": 16} in overrides
-    assert {"fisher_period": 160, "fisher_storage": "float16"} in overrides
-    assert {"fisher_period": 160, "fisher_rank": 64, "fisher_refresh": "per_block"} in overrides
+    legacy = {"direction_stream": "legacy"}  # the stream the studies' stored runs were drawn with
+    assert {"fisher_period": 160, "fisher_rank": 16, **legacy} in overrides
+    assert {"fisher_period": 160, "fisher_storage": "float16", **legacy} in overrides
+    assert {"fisher_period": 160, "fisher_rank": 64, "fisher_refresh": "per_block", **legacy} in overrides
     assert all(spec.method == "ZONP" for _, spec in pairs)
 
 
@@ -289,6 +290,28 @@ def test_a_stored_learned_run_is_reused_only_with_the_weights_it_was_made_with(m
     monkeypatch.setitem(methods.METHODS, "ZOL2L", retrained)
     monkeypatch.setitem(runner.METHODS, "ZOL2L", retrained)
     assert not runner._same_run(stored, spec)
+
+
+@pytest.mark.parametrize("method", ["ZONP", "ZOI", "ZOco"])
+def test_a_stored_run_is_reused_only_with_the_direction_stream_it_was_drawn_with(method):
+    suite = standard_suite().restricted_to(["equalization"], [method])
+    task = suite.tasks[0]
+    assert task.zo_settings["direction_stream"] == "legacy"  # the reported runs' stream, pinned
+    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    tuning = json.loads((folder.parent / "tuning.json").read_text())["equalization"][method]
+    spec = RunSpec(task=task, method=method, seed=0, step_size=tuning["chosen"], budget=30_000, checkpoints=10,
+                   phase="final")
+    stored = json.loads((folder / f"{spec.key}.json").read_text())
+    assert "direction_stream" not in stored["settings"]  # made before the setting: legacy
+    assert runner._same_run(stored, spec)
+    on_default = dataclasses.replace(
+        spec, task=dataclasses.replace(task, zo_settings={k: v for k, v in task.zo_settings.items() if k != "direction_stream"})
+    )
+    # ZO-co draws coordinates, not Gaussians: the same run on either stream
+    assert runner._same_run(stored, on_default) == (method == "ZOco")
+    redrawn = dict(stored, settings=dict(stored["settings"], direction_stream="torch"))  # as a run on the default records it
+    assert runner._same_run(redrawn, on_default)
+    assert runner._same_run(redrawn, spec) == (method == "ZOco")
 
 
 def test_runs_are_submitted_longest_first_by_the_times_seen_for_their_task_and_method(tmp_path):

@@ -1,5 +1,6 @@
 """Behaviour specific to the ZO optimizer: samplers, estimator statistics, blocks, Fisher use, budget."""
 
+import math
 import warnings
 
 import nevergrad as ng
@@ -484,3 +485,58 @@ def test_per_block_refresh_estimates_a_block_at_its_first_use_and_every_fisher_p
     assert opt.num_fisher_updates == len(expected) and opt.num_blocks_with_fisher == len(set(blocks))
     with pytest.raises(ValueError, match="per_block"):
         nevergrad_zonp.ZerothOrder(fisher_refresh="per-block")
+
+
+def _first_iteration(stream: str, sampler: str = "isotropic") -> np.ndarray:
+    optimizer = nevergrad_zonp.ZerothOrder(sampler=sampler, num_directions=4, direction_stream=stream)(
+        parametrization=6, budget=100
+    )
+    optimizer.parametrization.random_state.seed(3)  # seeded after the optimizer is built: it counts
+    return np.array([optimizer.ask().value for _ in range(5)])
+
+
+def test_the_legacy_direction_stream_is_numpys_random_state_as_before():
+    rng = np.random.RandomState(3)
+    rng.randint(1)  # the block
+    noise = rng.normal(size=(4, 6))
+    directions = noise * (math.sqrt(6) / np.linalg.norm(noise, axis=1, keepdims=True))
+    expected = np.vstack([np.zeros(6), (1e-3 / math.sqrt(6)) * directions])
+    np.testing.assert_array_equal(_first_iteration("legacy"), expected)  # bit for bit
+
+
+def test_the_torch_direction_stream_is_seeded_from_the_nevergrad_random_state():
+    rng = np.random.RandomState(3)
+    rng.randint(1)  # the block
+    generator = torch.Generator().manual_seed(int(rng.randint(2**63 - 1, dtype=np.int64)))
+    noise = torch.randn((4, 6), generator=generator).double().numpy()
+    directions = noise * np.sqrt(6) / np.linalg.norm(noise, axis=1, keepdims=True)
+    expected = np.vstack([np.zeros(6), 1e-3 / np.sqrt(6) * directions])
+    first = _first_iteration("torch")
+    np.testing.assert_allclose(first, expected, rtol=1e-6, atol=1e-12)  # normalised in float32
+    np.testing.assert_array_equal(first, _first_iteration("torch"))  # same seed, same draws
+    assert not np.allclose(first, _first_iteration("legacy"))
+
+
+def test_coordinate_directions_are_the_same_on_both_streams():
+    np.testing.assert_array_equal(_first_iteration("torch", "coordinate"), _first_iteration("legacy", "coordinate"))
+
+
+def test_an_unknown_direction_stream_is_refused():
+    with pytest.raises(ValueError, match="direction_stream"):
+        nevergrad_zonp.ZerothOrder(direction_stream="pcg64")
+
+
+@pytest.mark.parametrize("stream", ["torch", "legacy"])
+def test_a_pickled_optimizer_continues_with_the_same_directions(stream):
+    import pickle
+
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="isotropic", num_directions=3, direction_stream=stream)(
+        parametrization=5, budget=1000
+    )
+    optimizer.parametrization.random_state.seed(1)
+    for _ in range(8):
+        candidate = optimizer.ask()
+        optimizer.tell(candidate, float(np.sum(candidate.value**2)))
+    loaded = pickle.loads(pickle.dumps(optimizer))
+    asked = [[current.ask().value for _ in range(4)] for current in (optimizer, loaded)]
+    np.testing.assert_array_equal(asked[0], asked[1])

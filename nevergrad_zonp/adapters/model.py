@@ -85,6 +85,8 @@ class ModelAdapter(HardwareAdapter):
             (name, int(lo), int(hi), shape, dtype)
             for name, lo, hi, shape, dtype in zip(names, self._offsets[:-1], self._offsets[1:], self._shapes, self._dtypes)
         )
+        # The common case: the tensors a block does not touch are views of one float32 copy of theta.
+        self._float32_cpu = self.device.type == "cpu" and all(dtype == torch.float32 for dtype in self._dtypes)
         theta0 = torch.cat([named[name].detach().reshape(-1).double() for name in names]).numpy()
         self._vmap_ok = True
         super().__init__(
@@ -133,11 +135,17 @@ class ModelAdapter(HardwareAdapter):
         count = len(deltas)
         params: tp.Dict[str, torch.Tensor] = {}
         in_dims: tp.Dict[str, tp.Optional[int]] = {}
+        shared: tp.Optional[torch.Tensor] = None  # theta rounded once, when every tensor is float32 on the CPU
         for name, lo, hi, shape, dtype in self._segments():
             first, last = max(start, lo), min(stop, hi)
             if first < last:
                 values = _block_settings(theta, lo, hi, first, deltas[:, first - start : last - start], dtype)
                 params[name], in_dims[name] = values.reshape(count, *shape).to(self.device, dtype), 0
+            elif self._float32_cpu:
+                if shared is None:
+                    with np.errstate(over="ignore"):  # the same rounding as .to(float32), overflow to inf included
+                        shared = torch.from_numpy(theta.astype(np.float32))
+                params[name], in_dims[name] = shared[lo:hi].reshape(shape), None
             else:
                 params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
         return self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))

@@ -70,6 +70,7 @@ SAMPLERS = ("natural", "isotropic", "coordinate")
 FISHER_REFRESHES = ("sampled", "least_recent", "per_block")
 BLOCK_SELECTIONS = ("random", "cyclic")
 DIRECTION_STREAMS = ("torch", "legacy")
+_TINY = np.finfo(float).tiny
 LR_SCHEDULES = ("constant", "cosine")
 #: Default Adam learning rate on a plain Nevergrad problem (standardized space, natural scale 1).
 DEFAULT_LR = 0.1
@@ -185,7 +186,9 @@ class _TorchNormals:
 
     torch draws float32 normals by a vectorised Box-Muller transform, about 5x faster than
     numpy's legacy ``RandomState.normal`` (polar method, float64): 0.10 against 0.51 ms for
-    the 100 x 443 numbers of a digits iteration at Q = 100.  They are returned as float64.
+    the 100 x 443 numbers of a digits iteration at Q = 100.  They stay float32 (a numpy
+    view of the tensor): the directions are shaped and normalised in float32 and the
+    estimate and the queries are formed in float64 from them.
     """
 
     __slots__ = ("generator",)
@@ -194,7 +197,7 @@ class _TorchNormals:
         self.generator = generator
 
     def normal(self, size: tp.Tuple[int, int]) -> np.ndarray:
-        return torch.randn(size, generator=self.generator).numpy().astype(np.float64)
+        return torch.randn(size, generator=self.generator).numpy()
 
 
 def _torch_generator(state: torch.Tensor) -> torch.Generator:
@@ -637,11 +640,15 @@ class _ZerothOrder(base.Optimizer):
 
     def _shape_directions(self, block: int, size: int, noise: tp.Any) -> np.ndarray:
         """The directions of the sampler's ``noise`` on ``block`` (normalised if configured)."""
-        with single_threaded_blas():
+        if self._sampler.uses_fisher:  # the factor's solve: BLAS
+            with single_threaded_blas():
+                directions = self._sampler.shape(block, noise)
+        else:
             directions = self._sampler.shape(block, noise)
         if self._config.normalize and directions.size:
-            norms = np.linalg.norm(directions, axis=1, keepdims=True)
-            directions *= math.sqrt(size) / np.maximum(norms, np.finfo(float).tiny)  # a fresh draw: in place
+            # np.linalg.norm(directions, axis=1, keepdims=True), bit for bit, without its argument handling
+            norms = np.sqrt(np.add.reduce(directions * directions, axis=1, keepdims=True))
+            directions *= math.sqrt(size) / np.maximum(norms, _TINY)  # a fresh draw: in place
         return directions
 
     # ----- drawing the next iteration's directions during the evaluation -----------------
@@ -785,10 +792,11 @@ class _ZerothOrder(base.Optimizer):
         block = iteration.block
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
+        directions = iteration.directions
+        if not valid.all():  # (a boolean index copies the whole array: only when some loss is left out)
+            losses, directions = losses[valid], directions[valid]
         with single_threaded_blas():
-            grad = zo_gradient(
-                base_loss, losses[valid], iteration.directions[valid], self._step_size(size), self._estimate_scale(size)
-            )
+            grad = zo_gradient(base_loss, losses, directions, self._step_size(size), self._estimate_scale(size))
         self._apply_step(grad, block, start, stop, self._block_scale[block] * self._schedule_factor())
         self._block_scale[block] = min(1.0, self._block_scale[block] * RECOVERY_GROWTH)
         self._stepped_blocks.append(block)
