@@ -15,6 +15,8 @@ import typing as tp
 
 from tqdm import tqdm
 
+from nevergrad_zonp.optimizers.zeroth_order import DIRECTION_STREAMS
+
 from .report import write_report
 from .runner import RunSpec, run_suite
 from .suites import SUITES, paper_suite
@@ -32,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cifar10", help="folder of CIFAR-10's python batches (paper suite)")
     run.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the suite (default: all)")
     run.add_argument("--methods", nargs="+", metavar="METHOD", help="run only these methods of the suite (default: all)")
+    run.add_argument(
+        "--direction-stream", choices=DIRECTION_STREAMS,
+        help="draw every ZO method's Gaussian directions from this stream (default: the suite's); other runs: use another --out",
+    )
     report = commands.add_parser("report", help="write the report of stored results")
     report.add_argument("folder")
     return parser
@@ -49,6 +55,8 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         suite = SUITES[args.suite]()
     if args.tasks or args.methods:
         suite = suite.restricted_to(args.tasks, args.methods)
+    if args.direction_stream is not None:
+        suite = suite.with_direction_stream(args.direction_stream)
     client = None
     if args.dask_scheduler:
         from distributed import Client

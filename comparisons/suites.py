@@ -26,6 +26,7 @@ import dataclasses
 import os
 import typing as tp
 
+from nevergrad_zonp.optimizers.zeroth_order import DIRECTION_STREAMS
 from nevergrad_zonp.tasks.base import Task
 from nevergrad_zonp.tasks.cifar import cifar10_task
 from nevergrad_zonp.tasks.copying import copying_task
@@ -172,6 +173,19 @@ class Suite:
             )
             suite = dataclasses.replace(suite, methods=kept, tasks=tasks)
         return suite
+
+    def with_direction_stream(self, stream: str) -> "Suite":
+        """The same suite with every ZO method's directions drawn from ``stream`` (``"torch"`` or ``"legacy"``).
+
+        Runs on another stream are other runs: give them their own results folder (a run's
+        file name does not hold its stream, and a run of the other stream would replace it).
+        """
+        if stream not in DIRECTION_STREAMS:
+            raise ValueError(f"direction stream must be one of {DIRECTION_STREAMS}, got {stream!r}")
+        tasks = tuple(
+            dataclasses.replace(task, zo_settings={**task.zo_settings, "direction_stream": stream}) for task in self.tasks
+        )
+        return dataclasses.replace(self, tasks=tasks)
 
     def settings(self) -> dict[str, tp.Any]:
         """JSON-friendly description of the whole suite."""

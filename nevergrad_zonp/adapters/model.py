@@ -87,7 +87,7 @@ class ModelAdapter(HardwareAdapter):
         )
         # The common case: the tensors a block does not touch are views of one float32 copy of theta.
         self._float32_cpu = self.device.type == "cpu" and all(dtype == torch.float32 for dtype in self._dtypes)
-        theta0 = torch.cat([named[name].detach().reshape(-1).double() for name in names]).numpy()
+        theta0 = torch.cat([named[name].detach().reshape(-1).double().cpu() for name in names]).numpy()
         self._vmap_ok = True
         super().__init__(
             self._outputs_of, theta0, data, output=output, loss=loss, batch_size=batch_size, metrics=metrics, seed=seed,
