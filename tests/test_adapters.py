@@ -172,6 +172,25 @@ def test_model_adapter_flattens_in_named_order_and_loads_back():
     np.testing.assert_allclose(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy(), expected + 1, rtol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_a_model_on_a_gpu_is_queried_there_with_the_cpus_losses():
+    model, data = small_classifier(), classification_data()
+    on_cpu = ModelAdapter(model, data, output="categorical", batch_size=None)
+    on_gpu = ModelAdapter(_copy_to(model, "cuda"), data, output="categorical", batch_size=None)
+    assert on_gpu.device.type == "cuda"
+    np.testing.assert_array_equal(on_gpu.theta0, on_cpu.theta0)
+    deltas = 0.1 * np.random.RandomState(0).normal(size=(4, 7))
+    np.testing.assert_allclose(
+        on_gpu.block_losses(on_gpu.theta0, 3, deltas, 0), on_cpu.block_losses(on_cpu.theta0, 3, deltas, 0), rtol=1e-4
+    )
+
+
+def _copy_to(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to(device)
+
+
 def test_model_adapter_batched_outputs_equal_single_forwards():
     model = small_classifier()
     data = classification_data()
