@@ -89,6 +89,8 @@ COMPACT_SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("ZONP, fisher_rank 16", "ZONP", 0.0173, {"fisher_rank": 16}),
         Setting("ZONP, full Fisher, float16 factor", "ZONP", 0.0173, {"fisher_storage": "float16"}),
         Setting("ZONP, fisher_rank 64, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 64, "fisher_refresh": "per_block"}),
+        # half the block size, the README's recommendation where the full factor does not fit
+        Setting("ZONP, fisher_rank 141, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 141, "fisher_refresh": "per_block"}),
     ),
     # The full-Fisher references on copying are the ``levers`` study's rows with the same
     # refresh rule (the first, ``least_recent``; ``per_block``: the standard suite's ZONP row).
