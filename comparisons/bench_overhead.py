@@ -68,12 +68,12 @@ def _adapter(workload: str, device: str = "cpu", settings_per_call: int | None =
     return adapter, q, period
 
 
-class _ForwardTimer:
-    """Wraps an adapter's forward calls (loss and Fisher paths) and sums their wall time."""
+class _Timer:
+    """Wraps the adapter method ``name`` (``_call``: the forward; ``_losses``: the losses from the outputs) and sums its wall time."""
 
-    def __init__(self, adapter: tp.Any) -> None:
+    def __init__(self, adapter: tp.Any, name: str) -> None:
         self.seconds = 0.0
-        original = adapter._call
+        original = getattr(adapter, name)
 
         def timed(*args: tp.Any, **kwargs: tp.Any) -> tp.Any:
             began = time.perf_counter()
@@ -82,24 +82,7 @@ class _ForwardTimer:
             finally:
                 self.seconds += time.perf_counter() - began
 
-        adapter._call = timed
-
-
-class _LossTimer:
-    """Wraps an adapter's loss computation from outputs (``_losses``) and sums its wall time."""
-
-    def __init__(self, adapter: tp.Any) -> None:
-        self.seconds = 0.0
-        original = adapter._losses
-
-        def timed(*args: tp.Any, **kwargs: tp.Any) -> tp.Any:
-            began = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - began
-
-        adapter._losses = timed
+        setattr(adapter, name, timed)
 
 
 def _wait_instead_of_forward(adapter: tp.Any, seconds: float) -> None:
@@ -149,7 +132,7 @@ def _measure(
     minimize_vectorized(optimizer, adapter, fast_path=fast)
     if waiting_ms is not None:
         _wait_instead_of_forward(adapter, waiting_ms / 1e3)
-    timer, loss_timer = _ForwardTimer(adapter), _LossTimer(adapter)
+    timer, loss_timer = _Timer(adapter, "_call"), _Timer(adapter, "_losses")
     queries = adapter.queries
     optimizer.budget = queries + iterations * (q + 1) + 10**6  # no budget end inside the window
     steps = optimizer.num_steps

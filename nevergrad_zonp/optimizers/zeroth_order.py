@@ -437,12 +437,14 @@ class _ZerothOrder(base.Optimizer):
         iteration = self._iterations.get(request.index)
         if iteration is None or not iteration.fast or iteration.told:
             raise ValueError(f"iteration {request.index} is not an open iteration asked with ask_iteration (told already?)")
-        bad = ~(np.isfinite(values) & (values < CLIPPED_LOSS))
-        if bad.any():
+        good = np.isfinite(values)
+        good &= values < CLIPPED_LOSS
+        if not good.all():
             self._warn(
-                f"{int(bad.sum())} non-finite or clipped loss(es) left out of the ZO estimate", InvalidQueryWarning
+                f"{int((~good).sum())} non-finite or clipped loss(es) left out of the ZO estimate", InvalidQueryWarning
             )
-        iteration.losses[:] = np.where(bad, math.nan, values)
+            values = np.where(good, values, math.nan)
+        iteration.losses[:] = values
         iteration.told = iteration.size
         self._num_tell += iteration.size
         del self._iterations[request.index]
