@@ -207,7 +207,10 @@ def _block_settings(theta: np.ndarray, lo: int, hi: int, first: int, deltas: np.
         return torch.from_numpy(values)
     values = np.empty((len(deltas), hi - lo), dtype=target)
     with np.errstate(over="ignore"):  # torch rounds values beyond float32's range to inf silently
-        values[:] = theta[lo:hi]
+        if first > lo:  # the segment's columns outside the block, then the block's (each written once)
+            values[:, : first - lo] = theta[lo:first]
+        if last < hi:
+            values[:, last - lo :] = theta[last:hi]
         np.add(theta[first:last], deltas, out=values[:, first - lo : last - lo], casting="same_kind")
     return torch.from_numpy(values)
 
