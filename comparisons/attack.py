@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from .methods import METHODS
-from .runner import choose_step, extend_grid, step_score, write_atomic
+from .runner import UNRECORDED_DIRECTION_STREAM, choose_step, extend_grid, step_score, write_atomic
+from .suites import LEGACY_STREAM
 
 DEFAULT_METHODS = ("ZOL2L-attack", "ZOL2LNoQuery-attack", "ZOL2L", "ZOSGD", "ZOSignSGD", "ZOI", "ZONP")
 #: The method the others are tested against: the learned optimizer meta-trained on attacks.
@@ -61,7 +62,7 @@ ITERATIONS = 200
 #: One block of all pixels; directions from numpy's legacy stream, which the reported attacks
 #: (comparisons/reported/attack) were drawn with (a folder made before the setting existed
 #: is read as legacy, see ``_check_settings``).
-ZO_SETTINGS = {"max_block_size": 784, "direction_stream": "legacy"}
+ZO_SETTINGS = {"max_block_size": 784, **LEGACY_STREAM}
 CURVE_EVERY = 5  # iterations between curve points
 
 
@@ -168,7 +169,7 @@ def _check_settings(out: Path, common: dict[str, tp.Any]) -> None:
     path = out / "runs" / "settings.json"
     if path.is_file():
         stored = json.loads(path.read_text())
-        stored.setdefault("zo_settings", {}).setdefault("direction_stream", "legacy")  # the stream before the setting
+        stored.setdefault("zo_settings", {}).setdefault("direction_stream", UNRECORDED_DIRECTION_STREAM)
         if stored != common:
             raise SystemExit(f"{out} holds runs made with {stored}, not {common}: use another --out")
     else:

@@ -631,10 +631,16 @@ class _ZerothOrder(base.Optimizer):
             return np.zeros((0, size))
         return self._shape_directions(block, size, self._sampler.noise(self._noise_source(), size, num_directions))
 
+    @property
+    def _torch_stream(self) -> bool:
+        """Whether the sampler's numbers come from the ``"torch"`` stream (Gaussian samplers on it; ZO-co's
+        coordinates are integers from the Nevergrad random state on both streams)."""
+        return self._config.direction_stream == "torch" and self._sampler.gaussian
+
     def _noise_source(self) -> tp.Any:
         """Where the sampler's random numbers come from: the ``"torch"`` stream's normals, else the Nevergrad random state."""
-        if self._config.direction_stream == "legacy" or not self._sampler.gaussian:
-            return self._rng  # ZO-co's coordinates: integers, from the Nevergrad random state in both streams
+        if not self._torch_stream:
+            return self._rng
         if self._torch_generator is None:
             seed = int(self._rng.randint(2**63 - 1, dtype=np.int64))
             self._torch_generator = torch.Generator().manual_seed(seed)
@@ -673,7 +679,7 @@ class _ZerothOrder(base.Optimizer):
         if self._prefetch is not None or not self._prefetch_applies(key):
             return
         cfg = self._config
-        torch_stream = cfg.direction_stream == "torch" and self._sampler.gaussian
+        torch_stream = self._torch_stream
         if torch_stream and self._torch_generator is None:
             return  # seeded at the first draw, in sequence
         state = self._rng.get_state()
