@@ -205,6 +205,20 @@ def test_nan_losses_on_the_fast_path_are_handled_as_on_the_per_candidate_path(na
         assert fast.num_recoveries > 0
 
 
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), 5e20, 1e30, -1e30])
+@pytest.mark.parametrize("name", ZO_NAMES)
+def test_infinite_clipped_and_huge_losses_on_the_fast_path_are_handled_as_on_the_per_candidate_path(name, bad):
+    # tell_iteration checks the common case (all finite, below the clipping value) in two
+    # reductions and only then looks at each loss: every kind of value must take the path
+    # the per-candidate tell takes (left out when non-finite or clipped, kept when finite).
+    def cliff(values):
+        return [bad if x[0] > 0.3 else float(np.sum((np.asarray(x) - 1.0) ** 2)) for x in values]
+
+    _, expected = run(name, cliff, 400, fast=False, dimension=3)
+    _, value = run(name, cliff, 400, fast=True, dimension=3)
+    np.testing.assert_array_equal(value, expected)
+
+
 def test_dump_and_load_with_an_iteration_out():
     def finish(optimizer, request):
         optimizer.tell_iteration(request, square(request.values()))
@@ -322,11 +336,20 @@ def test_block_settings_are_the_full_vectors_rounded_to_the_parameter_dtype(dtyp
     assert touched == {"0.weight", "0.bias"}
 
 
-def test_minibatches_gather_the_samples_of_their_key_as_indexing_does():
+@pytest.mark.parametrize("gather_limit", [None, 0])
+def test_minibatches_gather_the_samples_of_their_key_as_indexing_does(gather_limit, monkeypatch):
+    # Small contiguous data is gathered once per epoch and batches are views of it; larger
+    # data (a limit of 0 bytes here) and strided data are gathered per batch: same samples.
+    from nevergrad_zonp.adapters import batches as batches_module
+
+    if gather_limit is not None:
+        monkeypatch.setattr(batches_module, "GATHER_EPOCH_BYTES", gather_limit)
     inputs, targets = classification_data(25)
-    for data in [(inputs, targets), ((inputs, inputs[:, :2].clone()), targets), (inputs.t().contiguous().t(), targets)]:
+    cases = [(inputs, targets), ((inputs, inputs[:, :2].clone()), targets), (inputs.t().contiguous().t(), targets)]
+    for data, contiguous in zip(cases, [True, True, False]):
         batches = MiniBatches(data, batch_size=10, seed=4)
-        for key in (0, 1, 5):
+        assert batches._gathers == (contiguous and gather_limit is None)
+        for key in (0, 1, 5, 1, 4, 0, 7, 2):  # epochs 0, 0, 2, 0, 2, 0, 3, 1: back to earlier epochs too
             epoch, position = divmod(key, batches.batches_per_epoch)
             permutation = torch.randperm(25, generator=torch.Generator().manual_seed(4 * 1_000_003 + epoch))
             indices = permutation[position * 10 : (position + 1) * 10]

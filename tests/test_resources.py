@@ -23,3 +23,24 @@ def test_reuse_freed_memory_applies_on_glibc_and_leaves_torch_working():
 def test_reuse_freed_memory_names_a_bad_setting(bad):
     with pytest.raises(ValueError, match="mmap_threshold must be a non-negative int"):
         reuse_freed_memory(mmap_threshold=bad)
+
+
+def test_single_threaded_blas_limits_blas_to_one_thread_inside_and_restores_the_user_setting():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from nevergrad_zonp.optimizers.resources import single_threaded_blas
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    with threadpool_limits(limits=2, user_api="blas"):  # asked on every call: a change between calls counts
+        before = blas_threads()
+        with single_threaded_blas():
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == before
+    with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == [1] * len(before)

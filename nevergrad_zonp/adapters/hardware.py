@@ -224,6 +224,8 @@ class HardwareAdapter:
 
     # ----- objective -----------------------------------------------------------------
     def _as_vector(self, value: tp.Any) -> np.ndarray:
+        if type(value) is np.ndarray and value.dtype == np.float64 and value.shape == (self.dimension,):
+            return value
         if isinstance(value, ng.p.Parameter):
             value = value.value
         vector = np.asarray(value, dtype=np.float64)
@@ -301,7 +303,8 @@ class HardwareAdapter:
 
     def _check_block(self, theta: tp.Any, start: int, deltas: tp.Any) -> tp.Tuple[np.ndarray, np.ndarray, int]:
         theta = self._as_vector(theta)
-        deltas = np.atleast_2d(np.asarray(deltas, dtype=np.float64))
+        if type(deltas) is not np.ndarray or deltas.dtype != np.float64 or deltas.ndim != 2:  # (the fast path's are)
+            deltas = np.atleast_2d(np.asarray(deltas, dtype=np.float64))
         if deltas.ndim != 2 or not len(deltas):
             raise ValueError(f"deltas must have shape (V, n) with V >= 1, got {deltas.shape}")
         if int(start) != start:

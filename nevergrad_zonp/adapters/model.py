@@ -87,6 +87,7 @@ class ModelAdapter(HardwareAdapter):
         )
         # The common case: the tensors a block does not touch are views of one float32 copy of theta.
         self._float32_cpu = self.device.type == "cpu" and all(dtype == torch.float32 for dtype in self._dtypes)
+        self._plans: tp.Dict[tp.Tuple[int, int], tp.Tuple[tp.Tuple[tp.Any, ...], tp.Tuple[tp.Any, ...]]] = {}
         theta0 = torch.cat([named[name].detach().reshape(-1).double().cpu() for name in names]).numpy()
         self._vmap_ok = True
         super().__init__(
@@ -133,22 +134,37 @@ class ModelAdapter(HardwareAdapter):
         # Only the tensors the block overlaps get V copies; the others are shared (in_dims None).
         theta, deltas, stop = self._check_block(theta, start, deltas)
         count = len(deltas)
+        touched, untouched = self._block_plan(start, stop)
         params: tp.Dict[str, torch.Tensor] = {}
         in_dims: tp.Dict[str, tp.Optional[int]] = {}
-        shared: tp.Optional[torch.Tensor] = None  # theta rounded once, when every tensor is float32 on the CPU
-        for name, lo, hi, shape, dtype in self._segments():
-            first, last = max(start, lo), min(stop, hi)
-            if first < last:
+        with np.errstate(over="ignore"):  # torch rounds values beyond float32's range to inf silently; so does this
+            for name, lo, hi, shape, dtype, first, last in touched:
                 values = _block_settings(theta, lo, hi, first, deltas[:, first - start : last - start], dtype)
-                params[name], in_dims[name] = values.reshape(count, *shape).to(self.device, dtype), 0
-            elif self._float32_cpu:
-                if shared is None:
-                    with np.errstate(over="ignore"):  # the same rounding as .to(float32), overflow to inf included
-                        shared = torch.from_numpy(theta.astype(np.float32))
-                params[name], in_dims[name] = shared[lo:hi].reshape(shape), None
+                if not self._float32_cpu:
+                    values = values.to(self.device, dtype)
+                params[name], in_dims[name] = values.reshape(count, *shape), 0
+            if self._float32_cpu and untouched:
+                shared = torch.from_numpy(theta.astype(np.float32))  # theta rounded once, as .to(float32) would
+                for name, lo, hi, shape, _ in untouched:
+                    params[name], in_dims[name] = shared[lo:hi].view(shape), None
             else:
-                params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
+                for name, lo, hi, shape, dtype in untouched:
+                    params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
         return self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
+
+    def _block_plan(self, start: int, stop: int) -> tp.Tuple[tp.Tuple[tp.Any, ...], tp.Tuple[tp.Any, ...]]:
+        """The segments block ``[start, stop)`` overlaps, with the overlap ``(first, last)``, and the others (cached per block)."""
+        plan = self._plans.get((start, stop))
+        if plan is None:
+            touched, untouched = [], []
+            for name, lo, hi, shape, dtype in self._segments():
+                first, last = max(start, lo), min(stop, hi)
+                if first < last:
+                    touched.append((name, lo, hi, shape, dtype, first, last))
+                else:
+                    untouched.append((name, lo, hi, shape, dtype))
+            plan = self._plans[(start, stop)] = (tuple(touched), tuple(untouched))
+        return plan
 
     def _call(
         self, params: tp.Dict[str, torch.Tensor], in_dims: tp.Dict[str, tp.Optional[int]], count: int, inputs: tp.Any
@@ -206,12 +222,13 @@ def _block_settings(theta: np.ndarray, lo: int, hi: int, first: int, deltas: np.
         values[:, first - lo : last - lo] += deltas
         return torch.from_numpy(values)
     values = np.empty((len(deltas), hi - lo), dtype=target)
-    with np.errstate(over="ignore"):  # torch rounds values beyond float32's range to inf silently
-        if first > lo:  # the segment's columns outside the block, then the block's (each written once)
-            values[:, : first - lo] = theta[lo:first]
-        if last < hi:
-            values[:, last - lo :] = theta[last:hi]
-        np.add(theta[first:last], deltas, out=values[:, first - lo : last - lo], casting="same_kind")
+    # (A value beyond float32's range rounds to inf, as torch rounds it, silently where the caller
+    # says ``np.errstate(over="ignore")``.)
+    if first > lo:  # the segment's columns outside the block, then the block's (each written once)
+        values[:, : first - lo] = theta[lo:first]
+    if last < hi:
+        values[:, last - lo :] = theta[last:hi]
+    np.add(theta[first:last], deltas, out=values[:, first - lo : last - lo], casting="same_kind")
     return torch.from_numpy(values)
 
 

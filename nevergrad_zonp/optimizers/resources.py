@@ -35,6 +35,8 @@ def archive_pruning(dimension: int) -> utils.Pruning | None:
 
 
 _CONTROLLER: tp.Optional[ThreadpoolController] = None
+_BLAS_THREADS: tp.Tuple[tp.Callable[[], tp.Optional[int]], ...] = ()
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def single_threaded_blas() -> tp.ContextManager[tp.Any]:
@@ -47,12 +49,14 @@ def single_threaded_blas() -> tp.ContextManager[tp.Any]:
     triangular solve made every query 1.7x slower than ZOI's (``bench_zo_speed.py``).
     The user's own thread settings are restored on exit.
     """
-    global _CONTROLLER
+    global _CONTROLLER, _BLAS_THREADS
     if _CONTROLLER is None:  # built lazily, once numpy and scipy have loaded their BLAS
         _CONTROLLER = ThreadpoolController()
-    if not any(lib.user_api == "blas" and lib.num_threads > 1 for lib in _CONTROLLER.lib_controllers):
-        return contextlib.nullcontext()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+        _BLAS_THREADS = tuple(lib.get_num_threads for lib in _CONTROLLER.lib_controllers if lib.user_api == "blas")
+    for threads in _BLAS_THREADS:  # asked on every call: the user may change them between calls
+        if (threads() or 1) > 1:
+            return _CONTROLLER.limit(limits=1, user_api="blas")
+    return _NO_CONTEXT
 
 
 #: glibc ``mallopt`` parameters (``malloc.h``).

@@ -203,4 +203,8 @@ class NaturalSampler:
             draws = noise.T.astype(work)
             draws = draws - ((draws @ basis) * shrink) @ basis.T
             return draws.astype(np.float64) / np.sqrt(self.damping)
-        return solve_triangular(factor.astype(work, copy=False), noise.astype(work), lower=True, trans="T").T.astype(np.float64)
+        # No finiteness scan (scipy's default checks the n x n factor on every draw): the factor
+        # comes from the Cholesky factorisation of a finite matrix, the noise from the generator.
+        return solve_triangular(
+            factor.astype(work, copy=False), noise.astype(work, copy=False), lower=True, trans="T", check_finite=False
+        ).T.astype(np.float64)

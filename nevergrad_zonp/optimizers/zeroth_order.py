@@ -200,6 +200,13 @@ class _TorchNormals:
         return torch.randn(size, generator=self.generator).numpy()
 
 
+def _nans(size: int) -> np.ndarray:
+    """``np.full(size, nan)`` in two C calls (``np.full`` is a Python function)."""
+    values = np.empty(size)
+    values.fill(math.nan)
+    return values
+
+
 def _torch_generator(state: torch.Tensor) -> torch.Generator:
     """A torch CPU generator in ``state``."""
     generator = torch.Generator()
@@ -437,18 +444,22 @@ class _ZerothOrder(base.Optimizer):
         iteration = self._iterations.get(request.index)
         if iteration is None or not iteration.fast or iteration.told:
             raise ValueError(f"iteration {request.index} is not an open iteration asked with ask_iteration (told already?)")
-        good = np.isfinite(values)
-        good &= values < CLIPPED_LOSS
-        if not good.all():
-            self._warn(
-                f"{int((~good).sum())} non-finite or clipped loss(es) left out of the ZO estimate", InvalidQueryWarning
-            )
-            values = np.where(good, values, math.nan)
+        # The common case in two reductions: every loss finite and below the clipping value
+        # (a NaN fails the first comparison).
+        valid = bool(np.maximum.reduce(values) < CLIPPED_LOSS and np.minimum.reduce(values) > -math.inf)
+        if not valid:
+            good = np.isfinite(values)
+            good &= values < CLIPPED_LOSS
+            if not good.all():
+                self._warn(
+                    f"{int((~good).sum())} non-finite or clipped loss(es) left out of the ZO estimate", InvalidQueryWarning
+                )
+                values = np.where(good, values, math.nan)
         iteration.losses[:] = values
         iteration.told = iteration.size
         self._num_tell += iteration.size
         del self._iterations[request.index]
-        self._finish(iteration)
+        self._finish(iteration, all_finite=valid)
 
     def minimize(self, objective_function: tp.Callable[..., tp.Loss], *args: tp.Any, **kwargs: tp.Any) -> p.Parameter:
         """Nevergrad's ``minimize``, attaching ``objective_function`` first if it is an output oracle.
@@ -616,7 +627,7 @@ class _ZerothOrder(base.Optimizer):
             block=block,
             base=self._x.copy(),
             directions=directions,
-            losses=np.full(num_directions + 1, math.nan),
+            losses=_nans(num_directions + 1),
             epoch=self._num_recoveries,
             steps_at_start=self._num_steps,
             batch=batch,
@@ -783,7 +794,8 @@ class _ZerothOrder(base.Optimizer):
             self._warn("Unusable Fisher estimate (zero or non-finite trace) kept out", InvalidQueryWarning)
         return bool(usable)
 
-    def _finish(self, iteration: _Iteration) -> None:
+    def _finish(self, iteration: _Iteration, all_finite: bool = False) -> None:
+        """Steps on a told iteration (``all_finite``: the caller checked that every loss is finite)."""
         if iteration.epoch != self._num_recoveries:
             return  # begun on a path abandoned by a recovery since: its estimate belongs to no kept iterate
         base_loss, losses = iteration.losses[0], iteration.losses[1:]
@@ -794,15 +806,18 @@ class _ZerothOrder(base.Optimizer):
             self._anchor, self._anchor_index = iteration.base, iteration.index
             del self._stepped_blocks[: iteration.steps_at_start - self._anchor_steps]
             self._anchor_steps = iteration.steps_at_start
-        valid = np.isfinite(losses)
-        if not valid.any() or not self._uses_estimate(iteration):
+        directions = iteration.directions
+        if not all_finite:
+            valid = np.isfinite(losses)
+            if not valid.any():
+                return
+            if not valid.all():  # (a boolean index copies the whole array: only when some loss is left out)
+                losses, directions = losses[valid], directions[valid]
+        if not len(losses) or not self._uses_estimate(iteration):
             return
         block = iteration.block
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
-        directions = iteration.directions
-        if not valid.all():  # (a boolean index copies the whole array: only when some loss is left out)
-            losses, directions = losses[valid], directions[valid]
         with single_threaded_blas():
             grad = zo_gradient(base_loss, losses, directions, self._step_size(size), self._estimate_scale(size))
         self._apply_step(grad, block, start, stop, self._block_scale[block] * self._schedule_factor())
