@@ -172,7 +172,9 @@ def _measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, help="timed iterations (default: one Fisher period, 100 or 160)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per cell, taken round-robin over the cells; the median is reported"
+    )
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--methods", nargs="+", default=["ZOI", "ZONP"], choices=["ZOI", "ZONP"])
     parser.add_argument(
@@ -209,30 +211,37 @@ def main() -> None:
         "| of which loss ms | overhead without loss / forward |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for workload in args.workloads:
-        for method in args.methods:
-            cells = [(path == "fast", prefetch == "on") for path in args.paths for prefetch in (args.prefetch if path == "fast" else ["off"])]
-            for fast, prefetch in cells:
-                sampler = "natural" if method == "ZONP" else "isotropic"
-                runs = [
-                    measure(
-                        workload, sampler, fast, args.iterations, prefetch, args.waiting_forward, args.device,
-                        args.settings_per_call,
-                    )
-                    for _ in range(args.repeats)
-                ]
-                rows.extend(runs)
-                keys = ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share", "loss_ms", "overhead_share_without_loss")
-                med = {key: statistics.median(run[key] for run in runs) for key in keys}
-                low, high = (f(run["overhead_share"] for run in runs) for f in (min, max))
-                first = runs[0]
-                print(
-                    f"| {workload} | {first['parameters']:,} | {first['q']} | {method} | {first['path']} | "
-                    f"{med['ms_per_iteration']:.1f} | {med['forward_ms']:.1f} | {med['overhead_ms']:.2f} | "
-                    f"{100 * med['overhead_share']:.1f} % ({100 * low:.1f}-{100 * high:.1f}) | {med['loss_ms']:.2f} | "
-                    f"{100 * med['overhead_share_without_loss']:.1f} % |",
-                    flush=True,
-                )
+    cells = [
+        (workload, method, path == "fast", prefetch == "on")
+        for workload in args.workloads
+        for method in args.methods
+        for path in args.paths
+        for prefetch in (args.prefetch if path == "fast" else ["off"])
+    ]
+    # Round-robin over the cells, repeat after repeat, so that a drift of the machine's speed
+    # touches every cell alike (a cell's repeats in a row would all see the same phase).
+    runs_of: tp.Dict[tp.Tuple[tp.Any, ...], tp.List[dict]] = {cell: [] for cell in cells}
+    for _ in range(args.repeats):
+        for cell in cells:
+            workload, method, fast, prefetch = cell
+            sampler = "natural" if method == "ZONP" else "isotropic"
+            run = measure(
+                workload, sampler, fast, args.iterations, prefetch, args.waiting_forward, args.device, args.settings_per_call
+            )
+            runs_of[cell].append(run)
+            rows.append(run)
+    for (workload, method, _, _), runs in runs_of.items():
+        keys = ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share", "loss_ms", "overhead_share_without_loss")
+        med = {key: statistics.median(run[key] for run in runs) for key in keys}
+        low, high = (f(run["overhead_share"] for run in runs) for f in (min, max))
+        first = runs[0]
+        print(
+            f"| {workload} | {first['parameters']:,} | {first['q']} | {method} | {first['path']} | "
+            f"{med['ms_per_iteration']:.1f} | {med['forward_ms']:.1f} | {med['overhead_ms']:.2f} | "
+            f"{100 * med['overhead_share']:.1f} % ({100 * low:.1f}-{100 * high:.1f}) | {med['loss_ms']:.2f} | "
+            f"{100 * med['overhead_share_without_loss']:.1f} % |",
+            flush=True,
+        )
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(rows, handle, indent=1)
