@@ -87,7 +87,11 @@ class MiniBatches:
         self._gathers = self._tensors is not None and _gatherable(self._tensors)
 
     def batch(self, key: int) -> Batch:
-        """The mini-batch for ``key`` (same key, same batch)."""
+        """The mini-batch for ``key`` (same key, same batch).
+
+        For small tensor data (``GATHER_EPOCH_BYTES``) the tensors are views of a per-epoch
+        copy: read them, do not modify them in place (copy first).
+        """
         key = int(key)
         if key < 0:
             raise ValueError(f"batch key must be non-negative, got {key}")
