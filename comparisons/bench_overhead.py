@@ -21,14 +21,19 @@ allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_free
 ``--waiting-forward MS`` replaces the forward, after the untimed first iteration, by one
 that returns the outputs of that iteration's size once computed and waits ``MS``
 milliseconds without using the CPU: a stand-in for a forward on a GPU or a chip, where the
-host's cores are free during the wait (the case ``prefetch`` is for).  ``--device cuda``
+host's cores are free during the wait (the case ``prefetch`` is for).  ``--busy-forward MS``
+replaces it by a busy-wait of ``MS`` milliseconds instead (a Python loop on the clock):
+``--busy-forward 0`` times the loop's own work back to back, and a busy-wait as long as the
+real forward shows how much of the overhead comes from the time spent away from it rather
+than from what the forward does to the caches (on this project's KVM machine, most of the
+difference between the two).  ``--device cuda``
 puts the network on a GPU (the data stay on the CPU and are moved in the forward, the
 losses are formed on the CPU), ``--settings-per-call V`` sets the settings per vmapped
 call.  The *loss* column is the part of the overhead spent forming the mini-batch losses
 from the outputs (the task's loss function, the objective's own work rather than the
 framework's): it is reported so that both readings of "everything but the forward" can be
 read off.  Run:
-``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off] [--waiting-forward MS] [--device DEV] [--settings-per-call V]``;
+``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off] [--waiting-forward MS | --busy-forward MS] [--device DEV] [--settings-per-call V]``;
 writes a markdown table to stdout (and ``--out FILE`` as JSON).
 """
 
@@ -85,22 +90,29 @@ class _Timer:
         setattr(adapter, name, timed)
 
 
-def _wait_instead_of_forward(adapter: tp.Any, seconds: float) -> None:
-    """Makes the adapter's forward wait ``seconds`` without computing: the outputs of a size, once computed, are returned again."""
+def _stand_in_for_forward(adapter: tp.Any, seconds: float, busy: bool) -> None:
+    """Replaces the adapter's forward by a stand-in that takes ``seconds`` without computing: the outputs of a size, once
+    computed, are returned again.  ``busy``: a busy-wait on the CPU (a Python loop on the clock, a few hundred bytes of
+    code and data); else a sleep that leaves the CPU free."""
     original, outputs = adapter._call, {}
 
-    def waiting(params: tp.Any, in_dims: tp.Any, count: int, inputs: tp.Any) -> tp.Any:
+    def stand_in(params: tp.Any, in_dims: tp.Any, count: int, inputs: tp.Any) -> tp.Any:
         if count not in outputs:
             outputs[count] = original(params, in_dims, count, inputs)
-        time.sleep(seconds)
+        if busy:
+            began = time.perf_counter()
+            while time.perf_counter() - began < seconds:
+                pass
+        else:
+            time.sleep(seconds)
         return outputs[count]
 
-    adapter._call = waiting
+    adapter._call = stand_in
 
 
 def measure(
     workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False, waiting_ms: float | None = None,
-    device: str = "cpu", settings_per_call: int | None = None,
+    device: str = "cpu", settings_per_call: int | None = None, busy_ms: float | None = None,
 ) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
@@ -108,12 +120,12 @@ def measure(
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     with threadpool_limits(limits=1):  # one BLAS thread, as the harness runs
-        return _measure(workload, sampler, fast, iterations, prefetch, waiting_ms, device, settings_per_call)
+        return _measure(workload, sampler, fast, iterations, prefetch, waiting_ms, device, settings_per_call, busy_ms)
 
 
 def _measure(
     workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool, waiting_ms: float | None,
-    device: str, settings_per_call: int | None,
+    device: str, settings_per_call: int | None, busy_ms: float | None,
 ) -> dict:
     import numpy as np
 
@@ -131,7 +143,9 @@ def _measure(
     optimizer.budget = q + 1
     minimize_vectorized(optimizer, adapter, fast_path=fast)
     if waiting_ms is not None:
-        _wait_instead_of_forward(adapter, waiting_ms / 1e3)
+        _stand_in_for_forward(adapter, waiting_ms / 1e3, busy=False)
+    elif busy_ms is not None:
+        _stand_in_for_forward(adapter, busy_ms / 1e3, busy=True)
     timer, loss_timer = _Timer(adapter, "_call"), _Timer(adapter, "_losses")
     queries = adapter.queries
     optimizer.budget = queries + iterations * (q + 1) + 10**6  # no budget end inside the window
@@ -151,7 +165,9 @@ def _measure(
         "workload": workload,
         "method": "ZONP" if sampler == "natural" else "ZOI",
         "path": ("fast, prefetch" if prefetch else "fast") if fast else "per-candidate",
-        "forward": "real" if waiting_ms is None else f"waiting {waiting_ms:g} ms",
+        "forward": "real" if waiting_ms is None and busy_ms is None else (
+            f"waiting {waiting_ms:g} ms" if waiting_ms is not None else f"busy-wait {busy_ms:g} ms"
+        ),
         "device": str(adapter.device),
         "settings_per_call": adapter.settings_per_call,
         "parameters": adapter.dimension,
@@ -190,6 +206,10 @@ def main() -> None:
         "--waiting-forward", type=float, metavar="MS",
         help="replace the forward by a wait of MS milliseconds that leaves the CPU free (a GPU or chip stand-in)",
     )
+    parser.add_argument(
+        "--busy-forward", type=float, metavar="MS",
+        help="replace the forward by a busy-wait of MS milliseconds (0: no gap, the loop's work back to back)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device of the network (default cpu; e.g. cuda)")
     parser.add_argument(
         "--settings-per-call", type=int, metavar="V",
@@ -202,8 +222,12 @@ def main() -> None:
 
         reuse_freed_memory()
     rows = []
+    if args.waiting_forward is not None and args.busy_forward is not None:
+        parser.error("--waiting-forward and --busy-forward exclude each other")
     if args.waiting_forward is not None:
         print(f"forward replaced by a wait of {args.waiting_forward:g} ms (--waiting-forward)\n")
+    if args.busy_forward is not None:
+        print(f"forward replaced by a busy-wait of {args.busy_forward:g} ms (--busy-forward)\n")
     if args.device != "cpu" or args.settings_per_call is not None:
         print(f"network on {args.device}, settings per vmapped call: {args.settings_per_call or 'the adapter default'}\n")
     print(
@@ -226,7 +250,8 @@ def main() -> None:
             workload, method, fast, prefetch = cell
             sampler = "natural" if method == "ZONP" else "isotropic"
             run = measure(
-                workload, sampler, fast, args.iterations, prefetch, args.waiting_forward, args.device, args.settings_per_call
+                workload, sampler, fast, args.iterations, prefetch, args.waiting_forward, args.device, args.settings_per_call,
+                args.busy_forward,
             )
             runs_of[cell].append(run)
             rows.append(run)

@@ -323,3 +323,35 @@ def test_bad_penalties_are_named():
         wrong.loss_batch([np.zeros(6), np.ones(6)])
     nan = HardwareAdapter(RecordingNetwork(), np.zeros(6), data, output="gaussian", penalty=lambda t: t[:, 0] / 0.0)
     assert np.isnan(nan.loss_batch([np.zeros(6)])[0])
+
+
+def test_a_loss_with_a_per_setting_twin_is_evaluated_in_one_call_and_its_shape_is_checked():
+    from nevergrad_zonp.tasks.equalization import equalization_task, mean_squared_error
+
+    task = equalization_task(seed=0, n_train=300, n_test=20)
+    adapter = ModelAdapter.from_task(task, on="chip", batch_size=100, seed=0)
+    rng = np.random.RandomState(0)
+    deltas = 0.05 * rng.normal(size=(11, 40))
+    out, targets = adapter._block_query(adapter.theta0, 7, deltas, key=0)
+    looped = np.array([float(mean_squared_error(row, targets)) for row in out])
+    # the equalization task's batched twin gives the loop's values bit for bit (stored runs are unchanged)
+    assert mean_squared_error.per_setting(out, targets).double().numpy().tobytes() == looped.tobytes()
+    assert adapter._losses(out, targets).tobytes() == looped.tobytes()
+
+    calls = []
+
+    def loss(outputs, target):
+        return ((outputs - target) ** 2).mean()
+
+    def twin(outputs, target):
+        calls.append(len(outputs))
+        return ((outputs - target[None]) ** 2).reshape(len(outputs), -1).mean(dim=1)
+
+    loss.per_setting = twin
+    custom = ModelAdapter.from_task(task, on="chip", batch_size=100, seed=0)
+    custom.loss = loss
+    np.testing.assert_allclose(custom.block_losses(adapter.theta0, 7, deltas, key=0), looped, rtol=1e-6)
+    assert calls == [11]
+    loss.per_setting = lambda outputs, target: twin(outputs, target)[:-1]
+    with pytest.raises(ValueError, match=r"per_setting returned shape \(10,\) for 11 settings"):
+        custom.block_losses(adapter.theta0, 7, deltas, key=0)

@@ -87,7 +87,9 @@ DEFAULT_LOSSES: tp.Dict[str, LossFn] = {
 }
 #: The default losses (and ``F.cross_entropy``, the image tasks' loss) evaluated for all
 #: ``V`` settings ``(V, batch, ...)`` in one call; equal to a loop over settings up to float
-#: rounding.  Other losses are called once per setting.
+#: rounding.  Another loss is evaluated in one call if it carries such a function as its
+#: ``per_setting`` attribute (``loss.per_setting(outputs (V, batch, ...), targets) -> (V,)``),
+#: else it is called once per setting.
 _PER_SETTING: tp.Dict[LossFn, tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     categorical_loss: _per_setting_categorical,
     F.cross_entropy: _per_setting_categorical,
@@ -111,7 +113,9 @@ class HardwareAdapter:
         :class:`~nevergrad_zonp.adapters.batches.MiniBatches`).
     output: the output model for the Fisher: ``"categorical"``, ``"gaussian"`` or ``"complex"``.
     loss: ``loss(outputs (batch, ...), targets) -> scalar``; defaults to cross-entropy,
-        mean squared error or mean squared complex error according to ``output``.
+        mean squared error or mean squared complex error according to ``output``.  It may
+        carry a batched twin as ``loss.per_setting(outputs (V, batch, ...), targets) -> (V,)``
+        (the same values, one call for all settings instead of a loop).
     batch_size: mini-batch size for tensors and datasets.
     metrics: named ``metric(outputs, targets) -> float`` reported by :meth:`evaluate`;
         defaults to accuracy for categorical outputs.
@@ -266,9 +270,15 @@ class HardwareAdapter:
     def _losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
         """Loss of each of the ``V`` settings: one flat call for the default losses, else a loop."""
         with torch.no_grad():
-            per_setting = _PER_SETTING.get(self.loss)
+            per_setting = _PER_SETTING.get(self.loss) or getattr(self.loss, "per_setting", None)
             if per_setting is not None:
-                return per_setting(outputs, targets).double().numpy()
+                values = torch.as_tensor(per_setting(outputs, targets))
+                if values.shape != (len(outputs),):
+                    raise ValueError(
+                        f"the loss's per_setting returned shape {tuple(values.shape)} for {len(outputs)} settings; "
+                        f"expected ({len(outputs)},)"
+                    )
+                return values.double().numpy()
             return np.array([float(self.loss(row, targets)) for row in outputs])
 
     def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:

@@ -81,6 +81,14 @@ def mean_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return (outputs - targets).pow(2).mean()
 
 
+def _mean_squared_errors(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`mean_squared_error` of each of ``V`` settings' outputs ``(V, batch, ...)`` in one call (the same values)."""
+    return (outputs - targets[None]).pow(2).reshape(len(outputs), -1).mean(dim=1)
+
+
+mean_squared_error.per_setting = _mean_squared_errors  # type: ignore[attr-defined]  # the adapters' batched loss
+
+
 def symbol_error_rate(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     """Fraction of symbols whose nearest-level decision is wrong."""
     return float((decide_symbols(outputs) != targets).float().mean())

@@ -1,0 +1,17 @@
+"""comparisons/bench_overhead.py: the timing harness of the fast path's overhead (a smoke test, no timing assert)."""
+
+import pytest
+
+from comparisons.bench_overhead import measure
+
+
+@pytest.mark.parametrize(
+    "stand_in, label",
+    [({}, "real"), ({"waiting_ms": 2.0}, "waiting 2 ms"), ({"busy_ms": 2.0}, "busy-wait 2 ms")],
+)
+def test_measure_times_the_forward_apart_with_or_without_a_stand_in(stand_in, label):
+    run = measure("digits-q10", "isotropic", fast=True, iterations=3, **stand_in)
+    assert run["forward"] == label and run["iterations"] == 3 and run["queries"] == 3 * 11
+    assert run["forward_ms"] > 0 and run["overhead_ms"] > 0 and run["loss_ms"] > 0
+    if stand_in:  # the stand-in's time is the forward's: at least the 2 ms it waits
+        assert run["forward_ms"] >= 2.0
