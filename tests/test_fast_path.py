@@ -336,19 +336,10 @@ def test_block_settings_are_the_full_vectors_rounded_to_the_parameter_dtype(dtyp
     assert touched == {"0.weight", "0.bias"}
 
 
-@pytest.mark.parametrize("gather_limit", [None, 0])
-def test_minibatches_gather_the_samples_of_their_key_as_indexing_does(gather_limit, monkeypatch):
-    # Small contiguous data is gathered once per epoch and batches are views of it; larger
-    # data (a limit of 0 bytes here) and strided data are gathered per batch: same samples.
-    from nevergrad_zonp.adapters import batches as batches_module
-
-    if gather_limit is not None:
-        monkeypatch.setattr(batches_module, "GATHER_EPOCH_BYTES", gather_limit)
+def test_minibatches_gather_the_samples_of_their_key_as_indexing_does():
     inputs, targets = classification_data(25)
-    cases = [(inputs, targets), ((inputs, inputs[:, :2].clone()), targets), (inputs.t().contiguous().t(), targets)]
-    for data, contiguous in zip(cases, [True, True, False]):
+    for data in [(inputs, targets), ((inputs, inputs[:, :2].clone()), targets), (inputs.t().contiguous().t(), targets)]:
         batches = MiniBatches(data, batch_size=10, seed=4)
-        assert batches._gathers == (contiguous and gather_limit is None)
         for key in (0, 1, 5, 1, 4, 0, 7, 2):  # epochs 0, 0, 2, 0, 2, 0, 3, 1: back to earlier epochs too
             epoch, position = divmod(key, batches.batches_per_epoch)
             permutation = torch.randperm(25, generator=torch.Generator().manual_seed(4 * 1_000_003 + epoch))

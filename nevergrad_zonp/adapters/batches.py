@@ -21,12 +21,6 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 Batch = tp.Tuple[tp.Any, torch.Tensor]
 _LOADER_CACHE = 64
-#: Tensor data up to this size (contiguous, on the CPU) is gathered in each epoch's order
-#: once per epoch, so that a batch is a slice of it (a view) instead of a gather per key:
-#: two copies of the data more (this epoch's and the previous one's, for keys that go back
-#: to it), against two ``index_select`` calls per batch (60 us of the 1 ms spent between
-#: two digits forwards, measured with ``comparisons/bench_overhead.py``).
-GATHER_EPOCH_BYTES = 32 * 2**20
 
 
 class MiniBatches:
@@ -82,16 +76,9 @@ class MiniBatches:
         self.batches_per_epoch = length // self.batch_size
         self._epoch = -1
         self._permutation = torch.arange(length)
-        self._gathered: tp.Optional[Batch] = None  # the data in the current epoch's order (see GATHER_EPOCH_BYTES)
-        self._recent: tp.OrderedDict[int, tp.Tuple[torch.Tensor, tp.Optional[Batch]]] = collections.OrderedDict()
-        self._gathers = self._tensors is not None and _gatherable(self._tensors)
 
     def batch(self, key: int) -> Batch:
-        """The mini-batch for ``key`` (same key, same batch).
-
-        For small tensor data (``GATHER_EPOCH_BYTES``) the tensors are views of a per-epoch
-        copy: read them, do not modify them in place (copy first).
-        """
+        """The mini-batch for ``key`` (same key, same batch)."""
         key = int(key)
         if key < 0:
             raise ValueError(f"batch key must be non-negative, got {key}")
@@ -103,35 +90,15 @@ class MiniBatches:
                 indices = self._permutation
             else:
                 if epoch != self._epoch:
-                    self._start_epoch(epoch)
-                lo = position * self.batch_size
-                if self._gathered is not None:  # views of this epoch's gathered copy: the same values and strides
-                    inputs, targets = self._gathered
-                    return _rows(inputs, lo, lo + self.batch_size), targets[lo : lo + self.batch_size]
-                indices = self._permutation[lo : lo + self.batch_size]
+                    generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                    self._permutation = torch.randperm(self.length, generator=generator)
+                    self._epoch = epoch
+                indices = self._permutation[position * self.batch_size : (position + 1) * self.batch_size]
             if self._tensors is not None:
                 inputs, targets = self._tensors
                 return _index(inputs, indices), _index(targets, indices)
             assert self._dataset is not None
             return default_collate([self._dataset[int(i)] for i in indices])
-
-    def _start_epoch(self, epoch: int) -> None:
-        """The permutation (and gathered data) of ``epoch``; the previous epoch's are kept for keys that go back to it."""
-        kept = self._recent.pop(epoch, None)
-        if kept is None:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            permutation = torch.randperm(self.length, generator=generator)
-            gathered = None
-            if self._gathers:
-                assert self._tensors is not None
-                gathered = (_index(self._tensors[0], permutation), _index(self._tensors[1], permutation))
-            kept = (permutation, gathered)
-        if self._epoch >= 0:
-            self._recent[self._epoch] = (self._permutation, self._gathered)
-            while len(self._recent) > 1:
-                self._recent.popitem(last=False)
-        self._permutation, self._gathered = kept
-        self._epoch = epoch
 
     def in_order(self) -> tp.Iterator[Batch]:
         """One pass over every sample in storage order (the last batch may be smaller)."""
@@ -180,21 +147,6 @@ def _length(inputs: tp.Any) -> int:
             raise ValueError(f"input tensors have different lengths {sorted(lengths)}")
         return lengths.pop()
     return len(inputs)
-
-
-def _gatherable(tensors: tp.Any) -> bool:
-    """Whether tensor data is gathered once per epoch: contiguous CPU tensors of at most ``GATHER_EPOCH_BYTES`` in all."""
-    flat = [*tensors[0], tensors[1]] if isinstance(tensors[0], (tuple, list)) else list(tensors)
-    if not all(isinstance(item, torch.Tensor) and item.ndim and item.device.type == "cpu" and item.is_contiguous() for item in flat):
-        return False
-    return sum(item.numel() * item.element_size() for item in flat) <= GATHER_EPOCH_BYTES
-
-
-def _rows(inputs: tp.Any, lo: int, hi: int) -> tp.Any:
-    """Rows ``lo:hi`` of a tensor, or of each tensor of a tuple/list (views)."""
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(item[lo:hi] for item in inputs)
-    return inputs[lo:hi]
 
 
 def _index(inputs: tp.Any, indices: torch.Tensor) -> tp.Any:

@@ -66,27 +66,17 @@ class BlockAdam:
 
         ``scale`` multiplies the learning rate of this step (schedules, careful steps after a recovery).
         """
-        # The textbook expressions, evaluated in the same order (same values, bit for bit), with
-        # two scratch arrays instead of a temporary per operation.  (``t`` stays a numpy
-        # integer: numpy's scalar power is not always Python's, 0.999**7 differs in the last bit.)
         self.steps[block] += 1
         t = self.steps[block]
         m = self.first[start:stop]
         v = self.second[start:stop]
-        scratch = np.multiply(1 - self.beta1, grad)
         m *= self.beta1
-        m += scratch
-        np.multiply(grad, grad, out=scratch)  # grad**2
-        scratch *= 1 - self.beta2
+        m += (1 - self.beta1) * grad
         v *= self.beta2
-        v += scratch
-        np.divide(v, 1 - self.beta2**t, out=scratch)  # v_hat
-        np.sqrt(scratch, out=scratch)
-        scratch += self.eps
-        step = np.divide(m, 1 - self.beta1**t)  # m_hat
-        step *= scale * self.lr
-        step /= scratch
-        params[start:stop] -= step
+        v += (1 - self.beta2) * grad**2
+        m_hat = m / (1 - self.beta1**t)
+        v_hat = v / (1 - self.beta2**t)
+        params[start:stop] -= (scale * self.lr) * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
 class BlockSGD:

@@ -200,13 +200,6 @@ class _TorchNormals:
         return torch.randn(size, generator=self.generator).numpy()
 
 
-def _nans(size: int) -> np.ndarray:
-    """``np.full(size, nan)`` in two C calls (``np.full`` is a Python function)."""
-    values = np.empty(size)
-    values.fill(math.nan)
-    return values
-
-
 def _torch_generator(state: torch.Tensor) -> torch.Generator:
     """A torch CPU generator in ``state``."""
     generator = torch.Generator()
@@ -627,7 +620,7 @@ class _ZerothOrder(base.Optimizer):
             block=block,
             base=self._x.copy(),
             directions=directions,
-            losses=_nans(num_directions + 1),
+            losses=np.full(num_directions + 1, math.nan),
             epoch=self._num_recoveries,
             steps_at_start=self._num_steps,
             batch=batch,
