@@ -75,7 +75,8 @@ def _per_setting_categorical(outputs: torch.Tensor, targets: torch.Tensor) -> to
     return losses.reshape(count, -1).mean(dim=1)
 
 
-def _per_setting_squared(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def per_setting_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared (modulus of the) error of each of ``V`` settings' outputs ``(V, batch, ...)``: ``(V,)``."""
     error = outputs - targets.reshape(outputs.shape[1:]).to(outputs.dtype)[None]
     return (torch.abs(error) ** 2).reshape(len(outputs), -1).mean(dim=1)
 
@@ -93,8 +94,8 @@ DEFAULT_LOSSES: tp.Dict[str, LossFn] = {
 _PER_SETTING: tp.Dict[LossFn, tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     categorical_loss: _per_setting_categorical,
     F.cross_entropy: _per_setting_categorical,
-    gaussian_loss: _per_setting_squared,
-    complex_loss: _per_setting_squared,
+    gaussian_loss: per_setting_squared_error,
+    complex_loss: per_setting_squared_error,
 }
 
 

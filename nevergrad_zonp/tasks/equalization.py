@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import torch
 
+from nevergrad_zonp.adapters.hardware import per_setting_squared_error
 from nevergrad_zonp.photonics.chip import FabricationErrors, fabricate
 from nevergrad_zonp.photonics.feedforward import MZIFeedForward
 from nevergrad_zonp.tasks.base import Task
@@ -81,12 +82,9 @@ def mean_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return (outputs - targets).pow(2).mean()
 
 
-def _mean_squared_errors(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """:func:`mean_squared_error` of each of ``V`` settings' outputs ``(V, batch, ...)`` in one call (the same values)."""
-    return (outputs - targets[None]).pow(2).reshape(len(outputs), -1).mean(dim=1)
-
-
-mean_squared_error.per_setting = _mean_squared_errors  # type: ignore[attr-defined]  # the adapters' batched loss
+# The adapters' batched twin: the squared-error loss of each of V settings in one call, the
+# loop's values bit for bit (real outputs: |e|^2 = e^2).
+mean_squared_error.per_setting = per_setting_squared_error  # type: ignore[attr-defined]
 
 
 def symbol_error_rate(outputs: torch.Tensor, targets: torch.Tensor) -> float:
