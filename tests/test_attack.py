@@ -118,6 +118,15 @@ def test_adapter_loss_equals_losses_and_splits_into_margin_and_penalty(problem):
     moved = np.repeat(thetas[1][None], 3, axis=0)
     moved[:, 100:105] += deltas
     np.testing.assert_allclose(outputs[:, 0], problem.logits(torch.from_numpy(moved)).detach().numpy(), rtol=1e-12)
+    # the adapter's loss carries its batched twin: one call for all settings, the loop's values bit for bit
+    calls = []
+    twin = adapter.loss.per_setting
+    adapter.loss.per_setting = lambda out, targets: calls.append(len(out)) or twin(out, targets)
+    for dtype in (torch.float64, torch.float32):
+        out, targets = problem.adapter(dtype=dtype)._block_query(thetas[1], 100, 0.05 * rng.normal(size=(7, 9)), 0)
+        looped = np.array([float(adapter.loss(row, targets)) for row in out])
+        assert adapter._losses(out, targets).tobytes() == looped.tobytes()
+    assert calls == [7, 7]
     report = problem.report(thetas[1])
     assert report["loss"] == pytest.approx(exact[1], rel=1e-12)
     assert adapter.evaluate(thetas[1]) == pytest.approx({"loss": report["loss"], "success": 0.0, "margin": report["margin"]})

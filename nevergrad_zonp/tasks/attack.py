@@ -386,7 +386,8 @@ class AttackProblem:
         A :class:`~nevergrad_zonp.adapters.HardwareAdapter` with ``outputs`` = :meth:`outputs`
         (logits, ``output="categorical"``, so ZO-NP's Fisher is that of the classifier's
         predictive distribution), ``theta0 = initial_delta(seed)``, data = this image and
-        label (``batch_size=1``), ``loss`` = :func:`margin_loss` with this ``kappa`` and
+        label (``batch_size=1``), ``loss`` = :func:`margin_loss` with this ``kappa`` (its
+        ``per_setting`` twin :func:`margin_loss_per_setting`: all settings in one call) and
         ``penalty = c * ||theta||_1`` (closed form on the parameters, not a query).  Its value
         at ``theta`` is ``losses(theta[None])[0]``.  ``evaluate`` reports the loss, ``success``
         (1.0 if the image is misclassified) and ``margin``; :meth:`report` adds the distortion.
@@ -396,12 +397,15 @@ class AttackProblem:
 
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        loss = functools.partial(margin_loss, kappa=self.kappa)
+        # the batched twin: one call per query instead of one per setting (equal bit for bit at batch 1)
+        loss.per_setting = functools.partial(margin_loss_per_setting, kappa=self.kappa)  # type: ignore[attr-defined]
         return HardwareAdapter(
             functools.partial(self.outputs, dtype=dtype),
             self.initial_delta(seed),
             (self.image[None], torch.tensor([self.label])),
             output="categorical",
-            loss=functools.partial(margin_loss, kappa=self.kappa),
+            loss=loss,
             batch_size=1,
             metrics={"success": attack_success_rate, "margin": mean_margin},
             seed=seed,
