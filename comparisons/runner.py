@@ -606,16 +606,26 @@ def run_suite(
 
 
 def _merged_settings(path: Path, settings: dict[str, tp.Any]) -> dict[str, tp.Any]:
-    """``settings`` with the tasks and methods of the stored suite settings it lacks (same suite name only)."""
+    """``settings`` with the tasks and methods of the stored settings of the same suite it lacks.
+
+    A folder shared by several suites (the ``update-rule`` suite run into the ``standard``
+    suite's folder to reuse its runs) keeps the settings of the others under
+    ``"other_suites"`` (suite name -> settings), so no suite's record is lost.
+    """
     if not path.exists():
         return settings
     stored = json.loads(path.read_text())
-    if stored.get("name") != settings["name"]:
-        return settings
-    names = {task["name"] for task in settings["tasks"]}
+    records: dict[str, tp.Any] = dict(stored.pop("other_suites", {}))
+    if "name" in stored:
+        records[stored["name"]] = stored
+    previous = records.pop(settings["name"], None)
     merged = dict(settings)
-    merged["tasks"] = [task for task in stored.get("tasks", []) if task["name"] not in names] + settings["tasks"]
-    merged["methods"] = list(dict.fromkeys([*stored.get("methods", []), *settings["methods"]]))
+    if previous is not None:
+        names = {task["name"] for task in settings["tasks"]}
+        merged["tasks"] = [task for task in previous.get("tasks", []) if task["name"] not in names] + settings["tasks"]
+        merged["methods"] = list(dict.fromkeys([*previous.get("methods", []), *settings["methods"]]))
+    if records:
+        merged["other_suites"] = records
     return merged
 
 

@@ -262,6 +262,16 @@ def test_a_suite_run_in_parts_reports_all_of_them(tiny_results, tmp_path):
     assert set(tuning["digits"]) == {"ZONP", "ZOI"}
     assert json.loads((folder / "settings.json").read_text())["methods"] == ["ZOI", "ZONP"]
     assert "ZOI" in write_report(folder).read_text()
+    # another suite run into the same folder (as update-rule into standard's) keeps this suite's record
+    other = dataclasses.replace(TINY.restricted_to(methods=["ZOI"]), name="tiny-other")
+    run_suite(other, folder)
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["name"] == "tiny-other" and settings["methods"] == ["ZOI"]
+    assert settings["other_suites"][TINY.name]["methods"] == ["ZOI", "ZONP"]
+    run_suite(TINY.restricted_to(methods=["ZONP"]), folder)  # back to the first suite: its parts merged again
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["name"] == TINY.name and settings["methods"] == ["ZOI", "ZONP"]
+    assert list(settings["other_suites"]) == ["tiny-other"]
 
 
 def test_the_compact_fisher_study_runs_the_same_protocol_with_the_rank_and_storage_overrides():
