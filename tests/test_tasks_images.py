@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,13 @@ def test_mnist_truncated_pixels(tmp_path: Path) -> None:
         load_mnist(tmp_path)
 
 
+def test_an_idx_header_too_large_to_multiply_in_64_bits_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "forged-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 0x803, 2**22, 2**21, 2**21))  # 2^64 bytes: 0 once wrapped in int64
+    with pytest.raises(ValueError, match=r"forged-idx3-ubyte: expected 18446744073709551616 bytes .* found 0"):
+        read_idx(path)
+
+
 def test_mnist_corrupt_gzip(tmp_path: Path) -> None:
     write_mnist(tmp_path, np.random.default_rng(0), gz=True)
     path = tmp_path / "train-labels-idx1-ubyte.gz"
@@ -285,6 +293,18 @@ def test_cifar_corrupt_batch(tmp_path: Path, content: bytes, message: str) -> No
     with pytest.raises(ValueError, match=f"data_batch_4: .*{message}") as error:
         load_cifar10(tmp_path)
     assert "expected" in str(error.value)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_pickled_with_any_protocol_load(tmp_path: Path, protocol: int) -> None:
+    batches = write_cifar(tmp_path, np.random.default_rng(0))
+    (tmp_path / "data_batch_2").write_bytes(pickle.dumps(batches["data_batch_2"], protocol=protocol))
+    empty = {b"data": np.zeros((0, 3072), np.uint8), b"labels": []}
+    (tmp_path / "empty").write_bytes(pickle.dumps(empty, protocol=protocol))
+    (x_train, y_train), _ = load_cifar10(tmp_path)
+    np.testing.assert_array_equal(x_train[3:6].reshape(3, -1).numpy() * 255, batches["data_batch_2"][b"data"])
+    images, labels = read_cifar_batch(tmp_path / "empty")
+    assert images.shape == (0, 3072) and labels.shape == (0,)
 
 
 class _Exploit:

@@ -148,13 +148,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         "scalar": np.float64(0).__reduce__()[0],
         "ndarray": np.ndarray,
         "dtype": np.dtype,
+        "_frombuffer": np.arange(1).__reduce_ex__(5)[0],  # protocol 5 (Python 3.14's default) pickles arrays with it
     }
 
     def find_class(self, module: str, name: str) -> tp.Any:
         if module.split(".")[0] == "numpy" and name in self._allowed:
             return self._allowed[name]
-        if (module, name) == ("_codecs", "encode"):
-            return super().find_class(module, name)
+        if (module, name) in (("_codecs", "encode"), ("builtins", "bytes"), ("__builtin__", "bytes")):
+            return super().find_class(module, name)  # (bytes: the data of an empty array, protocol 2)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
@@ -179,6 +180,8 @@ def read_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
         keys = sorted(batch, key=repr) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"{path}: expected a dict with keys b'data' and b'labels', got {keys}")
     data, labels = batch[b"data"], np.asarray(batch[b"labels"])
+    if isinstance(batch[b"labels"], list) and not batch[b"labels"]:
+        labels = labels.astype(np.int64)  # an empty list: no label to be non-integer
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{path}: expected b'data' as a uint8 array of shape (N, 3072), got {got}")

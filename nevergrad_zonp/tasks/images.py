@@ -18,6 +18,7 @@ parameter settings at once with ``torch.vmap`` over ``torch.func.functional_call
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import typing as tp
 import zlib
@@ -147,7 +148,7 @@ def read_idx(path: str | os.PathLike[str], expected_magic: int | None = None) ->
     if len(raw) < header:
         raise ValueError(f"{path}: expected a {header}-byte header for {ndim} dimensions, found {len(raw)} bytes")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: a forged header cannot overflow the check
     if len(raw) - header != expected:
         raise ValueError(
             f"{path}: expected {expected} bytes of data for shape {shape} of {dtype.name}, "
