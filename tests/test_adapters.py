@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import nevergrad_zonp
 from nevergrad_zonp import HardwareAdapter, MiniBatches, ModelAdapter
+from nevergrad_zonp.optimizers.zeroth_order import InvalidQueryWarning
 
 Q = 5
 
@@ -355,3 +356,82 @@ def test_a_loss_with_a_per_setting_twin_is_evaluated_in_one_call_and_its_shape_i
     loss.per_setting = lambda outputs, target: twin(outputs, target)[:-1]
     with pytest.raises(ValueError, match=r"per_setting returned shape \(10,\) for 11 settings"):
         custom.block_losses(adapter.theta0, 7, deltas, key=0)
+
+
+# ----- found by a review: threads, identical settings, dtypes, empty loaders --------------
+def _mlp_adapter(**kwargs):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    data = (torch.randn(60, 16), torch.randint(0, 4, (60,)))
+    return model, ModelAdapter(model, data, output="categorical", batch_size=60, **kwargs)
+
+
+def test_model_adapter_queried_from_several_threads_gives_the_sequential_losses_and_leaves_the_module_alone():
+    model, adapter = _mlp_adapter()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    rng = np.random.default_rng(0)
+    thetas = [adapter.theta0 + rng.normal(size=adapter.dimension) for _ in range(8)]
+    expected = [adapter(theta) for theta in thetas]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(10):
+            assert list(pool.map(adapter, thetas)) == expected
+        batches = list(pool.map(adapter.loss_batch, [thetas[:3], thetas[3:]] * 5))
+    np.testing.assert_array_equal(np.concatenate(batches[:2]), adapter.loss_batch(thetas))
+    for name, param in model.named_parameters():  # functional_call restored each tensor, as a Parameter
+        assert isinstance(param, torch.nn.Parameter)
+        torch.testing.assert_close(param.detach(), before[name], rtol=0, atol=0)
+
+
+def test_identical_settings_are_evaluated_without_turning_vmap_off():
+    _, adapter = _mlp_adapter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = adapter.loss_batch([adapter.theta0, adapter.theta0, adapter.theta0])
+        none_moved = adapter.block_losses(adapter.theta0, 0, np.zeros((2, 0)), 0)
+    assert adapter._vmap_ok
+    np.testing.assert_allclose(same, adapter(adapter.theta0), rtol=1e-6)
+    np.testing.assert_allclose(none_moved, adapter(adapter.theta0), rtol=1e-6)
+
+
+def test_zonp_estimates_the_fisher_of_a_bfloat16_model():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3).bfloat16()
+    data = (torch.randn(100, 8).bfloat16(), torch.randint(0, 3, (100,)))
+    adapter = ModelAdapter(model, data, output="categorical", batch_size=50)
+    assert adapter.block_outputs(adapter.theta0, 0, np.zeros((2, 3)), 0).dtype == np.float32
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="natural", num_directions=4, fisher_period=5)(
+        parametrization=adapter.parametrization, budget=200
+    )
+    recommendation = nevergrad_zonp.minimize_vectorized(optimizer, adapter)
+    assert optimizer.num_fisher_updates > 0 and np.all(np.isfinite(recommendation.value))
+
+
+def test_an_empty_data_loader_is_refused_instead_of_looping_forever():
+    data = DataLoader(TensorDataset(torch.randn(5, 3), torch.zeros(5, dtype=torch.long)), batch_size=10, drop_last=True)
+    adapter = HardwareAdapter(lambda thetas, x: thetas[:, None, :1].expand(-1, len(x), 2), np.zeros(3), data, output="categorical")
+    with pytest.raises(ValueError, match="data is empty: the DataLoader yielded no batch"):
+        adapter(np.zeros(3))
+
+
+def test_complex_outputs_need_the_complex_output_model():
+    def outputs(thetas, x):
+        return torch.complex(thetas[:, None, :1], thetas[:, None, 1:2]).expand(-1, len(x), 1)
+
+    data = (torch.randn(10, 2), torch.zeros(10, 1))
+    with pytest.raises(ValueError, match="outputs are complex .* use output='complex'"):
+        HardwareAdapter(outputs, np.ones(2), data, output="gaussian")(np.ones(2))
+    assert np.isfinite(HardwareAdapter(outputs, np.ones(2), (data[0], torch.zeros(10, 1, dtype=torch.cfloat)), output="complex")(np.ones(2)))
+
+
+def test_finite_outputs_whose_jacobian_overflows_leave_the_fisher_out_and_the_run_goes_on():
+    def outputs(thetas, x):
+        return (1e306 * torch.sin(1e4 * thetas[:, :1]))[:, None, :].expand(-1, x.shape[0], 1)
+
+    data = (torch.randn(20, 4), torch.randn(20))
+    adapter = HardwareAdapter(outputs, np.zeros(5), data, output="gaussian", batch_size=20)
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="natural", num_directions=4, fisher_period=5)(
+        parametrization=adapter.parametrization, budget=200
+    )
+    with pytest.warns(InvalidQueryWarning, match="Jacobian overflows for 20 of 20 samples"):
+        recommendation = nevergrad_zonp.minimize_vectorized(optimizer, adapter)
+    assert np.all(np.isfinite(recommendation.value)) and optimizer.num_fisher_updates == 0

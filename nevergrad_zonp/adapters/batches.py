@@ -123,14 +123,18 @@ class MiniBatches:
                 f"batch {key} of the DataLoader is no longer cached (oldest: {next(iter(self._cache), None)}); "
                 f"pass tensors or a Dataset for random access"
             )
+        fresh = False
         while self._next_key <= key:
             if self._iterator is None:
-                self._iterator = iter(self._loader)
+                self._iterator, fresh = iter(self._loader), True
             try:
                 batch = next(self._iterator)
             except StopIteration:
                 self._iterator = None
+                if fresh:  # a whole pass gave nothing: looping again would never end
+                    raise ValueError("data is empty: the DataLoader yielded no batch (drop_last with fewer samples than a batch?)")
                 continue
+            fresh = False
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
                 raise ValueError("the DataLoader must yield (inputs, targets) pairs")
             self._cache[self._next_key] = (batch[0], batch[1])

@@ -81,6 +81,14 @@ def per_setting_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> t
     return (torch.abs(error) ** 2).reshape(len(outputs), -1).mean(dim=1)
 
 
+def _as_numpy(out: torch.Tensor) -> np.ndarray:
+    """The outputs as a numpy array; dtypes numpy lacks (bfloat16, float8, complex32) widened exactly first."""
+    try:
+        return out.numpy()
+    except TypeError:
+        return (out.to(torch.complex64) if out.dtype.is_complex else out.float()).numpy()
+
+
 DEFAULT_LOSSES: tp.Dict[str, LossFn] = {
     "categorical": categorical_loss,
     "gaussian": gaussian_loss,
@@ -195,6 +203,8 @@ class HardwareAdapter:
                 f"outputs returned shape {tuple(out.shape)}; expected ({num_settings}, {batch}, ...) "
                 f"for {num_settings} settings on a batch of {batch}"
             )
+        if out.dtype.is_complex and self.output != "complex":
+            raise ValueError(f"outputs are complex ({out.dtype}) but output={self.output!r}; use output='complex'")
         with self._lock:
             self._queries += num_settings
             self._sample_forwards += num_settings * batch
@@ -285,7 +295,7 @@ class HardwareAdapter:
     def block_outputs(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
         """Outputs ``(V, batch, *event)`` at ``theta`` with ``deltas[v]`` added to ``theta[start:start+n]``."""
         out, _ = self._block_query(theta, start, deltas, key)
-        return out.numpy()
+        return _as_numpy(out)
 
     def block_losses(self, theta: np.ndarray, start: int, deltas: np.ndarray, key: int) -> np.ndarray:
         """Mini-batch losses ``(V,)`` at ``theta`` with ``deltas[v]`` added to ``theta[start:start+n]``.

@@ -16,6 +16,7 @@ than over a few dozen (measured in ``comparisons/bench_zo_speed.py``).
 
 from __future__ import annotations
 
+import threading
 import typing as tp
 import warnings
 
@@ -90,6 +91,8 @@ class ModelAdapter(HardwareAdapter):
         self._plans: tp.Dict[tp.Tuple[int, int], tp.Tuple[tp.Tuple[tp.Any, ...], tp.Tuple[tp.Any, ...]]] = {}
         theta0 = torch.cat([named[name].detach().reshape(-1).double().cpu() for name in names]).numpy()
         self._vmap_ok = True
+        # functional_call swaps the module's own tensors while it runs: one call at a time (threads)
+        self._module_lock = threading.RLock()
         super().__init__(
             self._outputs_of, theta0, data, output=output, loss=loss, batch_size=batch_size, metrics=metrics, seed=seed,
             penalty=penalty,
@@ -111,7 +114,7 @@ class ModelAdapter(HardwareAdapter):
         """Writes a recommendation (or a parameter vector) into the module's parameters."""
         vector = self._as_vector(candidate)
         named = dict(self.model.named_parameters())
-        with torch.no_grad():
+        with torch.no_grad(), self._module_lock:
             for name, lo, hi, shape in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes):
                 named[name].copy_(torch.from_numpy(vector[lo:hi]).reshape(shape))
 
@@ -176,9 +179,15 @@ class ModelAdapter(HardwareAdapter):
 
         inputs = _to_device(inputs, self.device)
 
-        with torch.no_grad():
+        # functional_call puts the settings into the module for the call's duration: concurrent
+        # calls from several threads would read each other's tensors and leave the wrong ones
+        # in the module, so they take turns (torch's own threads still run each forward).
+        with torch.no_grad(), self._module_lock:
             if count == 1:  # one setting (sequential minimize): a plain call, no vmap overhead
                 return single({n: (t[0] if in_dims[n] == 0 else t) for n, t in params.items()}, inputs)[None].cpu()
+            if all(dim is None for dim in in_dims.values()):  # identical settings: nothing to vmap over
+                out = single(params, inputs).cpu()
+                return out[None].expand(count, *out.shape).contiguous()
             if self._vmap_ok:
                 try:
                     chunks = []

@@ -777,8 +777,19 @@ class _ZerothOrder(base.Optimizer):
             )
         if not finite.any():
             return False
-        with single_threaded_blas():
+        with np.errstate(over="ignore", invalid="ignore"):  # finite outputs whose differences overflow: checked below
             jacobian = finite_difference_jacobian(base_out[finite], perturbed[:, finite], step)
+        usable_rows = np.isfinite(jacobian).reshape(len(jacobian), -1).all(axis=1)
+        if not usable_rows.all():
+            self._warn(
+                f"Finite-difference Jacobian overflows for {int((~usable_rows).sum())} of {len(jacobian)} samples: "
+                "left out of the Fisher",
+                InvalidQueryWarning,
+            )
+            if not usable_rows.any():
+                return False
+            jacobian, finite = jacobian[usable_rows], np.flatnonzero(finite)[usable_rows]
+        with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore"):  # an overflowing product: unusable below
             fisher = fisher_from_jacobian(jacobian, base_out[finite], self._oracle.output)
             usable = self._sampler.update(block, fisher)
         if usable:
