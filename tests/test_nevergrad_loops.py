@@ -243,3 +243,63 @@ def test_an_iteration_begun_before_a_recovery_is_not_asked_further():
     for candidate in second:  # the stale iteration is finished by its 3 asked points and discarded
         optimizer.tell(candidate, 1.0)
     assert sorted(optimizer._iterations) == [2] and optimizer.num_steps == 0
+
+
+def _below(x: np.ndarray) -> bool:
+    return bool(x[0] <= 0.3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_constraints_are_refused_with_an_error_naming_them(name):
+    constrained = ng.p.Array(shape=(2,))
+    constrained.register_cheap_constraint(_below)
+    with pytest.raises(ValueError, match="does not support constraints .*add a penalty"):
+        ng.optimizers.registry[name](constrained, budget=50)
+    nested = ng.p.Instrumentation(constrained, y=ng.p.Scalar())
+    with pytest.raises(ValueError, match="registered on 0"):
+        ng.optimizers.registry[name](nested, budget=50)
+    later = ng.p.Array(shape=(2,))
+    optimizer = ng.optimizers.registry[name](later, budget=50)
+    later.register_cheap_constraint(_below)  # after construction: refused at the first ask
+    with pytest.raises(ValueError, match="does not support constraints"):
+        optimizer.ask()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_difference_optimizers_refuse_stochastic_and_warn_of_discrete_parametrizations(name):
+    from nevergrad_zonp.optimizers.iterations import DiscreteParametrizationWarning
+
+    choice = ng.p.Instrumentation(ng.p.Array(shape=(3,)), c=ng.p.Choice(["a", "b", "c"]))
+    integer = ng.p.Scalar(lower=0, upper=10).set_integer_casting()
+    if name in ("SNES", "XNES"):  # sampling methods: Nevergrad's own handling of these works for them
+        for parametrization in (choice, integer):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DiscreteParametrizationWarning)
+                optimizer = ng.optimizers.registry[name](parametrization, budget=20)
+            optimizer.minimize(lambda *args, **kwargs: 0.0)
+        return
+    with pytest.raises(ValueError, match=r"finite differences .*samples its value \(ng.p.Choice\)"):
+        ng.optimizers.registry[name](choice, budget=50)
+    with pytest.warns(DiscreteParametrizationWarning, match="an integer cast by steps of mu never does"):
+        ng.optimizers.registry[name](integer, budget=50)
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if name not in ("SNES", "XNES")])
+@pytest.mark.parametrize("workers", [1, 11, 60])
+def test_the_recommendation_sees_the_steps_of_iterations_asked_ahead_of_their_tells(name, workers):
+    optimizer = ng.optimizers.registry[name](3, budget=60, num_workers=workers)
+    optimizer.parametrization.random_state.seed(0)
+    asked = collections.deque(optimizer.ask() for _ in range(workers))
+    last_told = None
+    while asked:
+        candidate = asked.popleft()
+        optimizer.tell(candidate, square(candidate.value))
+        last_told = candidate.value
+        if optimizer.num_ask < optimizer.budget:
+            asked.append(optimizer.ask())
+    recommendation = optimizer.provide_recommendation().value
+    np.testing.assert_array_equal(recommendation, optimizer._x)  # every step taken is in it
+    if workers == 1:  # sequential: the budget's last query was the final iterate alone, as before
+        np.testing.assert_array_equal(recommendation, last_told)
+    else:  # asked ahead: the final iterate was never queried, the anchor lags behind it
+        assert not np.array_equal(recommendation, optimizer._anchor)

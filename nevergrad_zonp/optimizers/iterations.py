@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing as tp
+import warnings
 
 import numpy as np
+from nevergrad.parametrization import helpers
 from nevergrad.parametrization import parameter as p
 
 
@@ -44,6 +46,47 @@ class IterationRequest:
         thetas = np.repeat(self.theta[None], self.size, axis=0)
         thetas[:, self.start : stop] += self.deltas
         return list(thetas)
+
+
+def check_parametrization(parametrization: p.Parameter, optimizer: str, *, finite_differences: bool) -> None:
+    """Refuses, naming the problem, a parametrization the optimizer cannot handle.
+
+    - Constraints (``register_cheap_constraint``) for every optimizer of this package:
+      Nevergrad replaces a candidate that breaks one by another it never asked (a
+      resampled or solver-made point), which breaks a ZO iteration's finite differences
+      and leaves an evolution strategy's sample untold.
+    - For the finite-difference optimizers (``finite_differences``), a stochastic
+      parametrization (``ng.p.Choice`` samples its value): a query moved by ``mu`` would see
+      another sampled choice and the estimate would be noise.  A discrete but deterministic
+      one (``TransitionChoice``, a deterministic ``Choice``, integer casting) gets a warning:
+      its discrete coordinates move only where a step crosses a threshold (an integer cast
+      by steps of ``mu`` never does), while the continuous ones train as usual.
+    """
+    constrained = [name or "the parametrization" for name, sub in helpers.flatten(parametrization) if sub._constraint_checkers]
+    if constrained:
+        raise ValueError(
+            f"{optimizer} does not support constraints (registered on {', '.join(constrained)}): add a penalty "
+            "to the loss instead, or use one of Nevergrad's optimizers that handle constraints"
+        )
+    if finite_differences:
+        info = helpers.analyze(parametrization)
+        if not info.deterministic:
+            raise ValueError(
+                f"{optimizer} estimates gradients by finite differences and needs a deterministic parametrization; "
+                "this one samples its value (ng.p.Choice): use Choice(..., deterministic=True), or SNES, XNES or CMA-ES"
+            )
+        if not info.continuous:
+            warnings.warn(
+                f"{optimizer} estimates gradients by finite differences: the discrete parts of this parametrization "
+                "(TransitionChoice, a deterministic Choice, integer casting) move only where a step crosses a "
+                "threshold, an integer cast by steps of mu never does. SNES, XNES or CMA-ES handle them",
+                DiscreteParametrizationWarning,
+                stacklevel=3,
+            )
+
+
+class DiscreteParametrizationWarning(UserWarning):
+    """A finite-difference optimizer was given a parametrization with discrete parts."""
 
 
 def plain_array_origin(parametrization: p.Parameter) -> tp.Optional[np.ndarray]:

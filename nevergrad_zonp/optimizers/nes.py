@@ -37,7 +37,7 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
-from nevergrad_zonp.optimizers.iterations import IterationRequest, plain_array_origin
+from nevergrad_zonp.optimizers.iterations import IterationRequest, check_parametrization, plain_array_origin
 from nevergrad_zonp.optimizers.registration import register
 from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes, single_threaded_blas
 
@@ -133,6 +133,7 @@ class _NES(base.Optimizer):
         config: "NaturalEvolutionStrategy | None" = None,
     ) -> None:
         super().__init__(parametrization, budget=budget, num_workers=num_workers)
+        check_parametrization(self.parametrization, "NES (SNES, XNES)", finite_differences=False)
         self._config = NaturalEvolutionStrategy() if config is None else config
         self.constants = self._config.constants(self.dimension)
         full = self._config.covariance == "full"
@@ -189,6 +190,8 @@ class _NES(base.Optimizer):
         return noise, self._mean + step
 
     def _internal_ask_candidate(self) -> p.Parameter:
+        if not self._num_ask:  # a constraint registered after construction
+            check_parametrization(self.parametrization, "NES (SNES, XNES)", finite_differences=False)
         noise, data = self._sample()
         candidate = self.parametrization.spawn_child().set_standardized_data(data)
         self._pending[candidate.uid] = (noise, data)

@@ -54,7 +54,7 @@ from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import UPDATE_RULES, zo_gradient
-from .iterations import IterationRequest, plain_array_origin
+from .iterations import IterationRequest, check_parametrization, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
 
@@ -207,6 +207,9 @@ def _torch_generator(state: torch.Tensor) -> torch.Generator:
     return generator
 
 
+_ZO_NAMES = "A zeroth-order optimizer (ZONP, ZOI, ZOco, their SGD/sign variants, ZOL2L)"
+
+
 class _ZerothOrder(base.Optimizer):
     """State and Nevergrad hooks of :class:`ZerothOrder` (see the module docstring)."""
 
@@ -219,6 +222,7 @@ class _ZerothOrder(base.Optimizer):
         config: tp.Optional["ZerothOrder"] = None,
     ) -> None:
         super().__init__(parametrization, budget=budget, num_workers=num_workers)
+        check_parametrization(self.parametrization, _ZO_NAMES, finite_differences=True)
         self._config = ZerothOrder() if config is None else config
         cfg = self._config
         self._bounds = block_bounds(self.dimension, cfg.max_block_size)
@@ -495,6 +499,8 @@ class _ZerothOrder(base.Optimizer):
                 del self._iterations[iteration.index]
 
     def _internal_ask_candidate(self) -> p.Parameter:
+        if not self._num_ask:  # a constraint registered after construction
+            check_parametrization(self.parametrization, _ZO_NAMES, finite_differences=True)
         self._close_stale_iteration()
         iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
         if iteration is None or iteration.asked == iteration.size:
@@ -537,8 +543,20 @@ class _ZerothOrder(base.Optimizer):
         )
 
     def _internal_provide_recommendation(self) -> np.ndarray:
-        """The anchor (last iterate whose base loss was seen finite), else the current iterate."""
-        return (self._x if self._anchor is None else self._anchor).copy()
+        """The anchor (last iterate whose base loss was seen finite), else the current iterate.
+
+        Once the budget is spent and every asked query told, the current iterate if it moved
+        after the anchor: then the budget's last query (the final iterate alone, see
+        ``_start_iteration``) was asked before the steps it should have seen were taken, as
+        when ``num_workers`` queries are asked ahead of their tells.  In a sequential run that
+        query sees the final iterate, so the anchor is the final iterate and nothing changes.
+        """
+        if self._anchor is None:
+            return self._x.copy()
+        left = self._queries_left()
+        if left is not None and left <= 0 and not self._iterations and not np.array_equal(self._anchor, self._x):
+            return self._x.copy()
+        return self._anchor.copy()
 
     # ----- algorithm -----------------------------------------------------------------
     def _step_size(self, size: int) -> float:
