@@ -124,11 +124,15 @@ def fisher_line(final: pd.DataFrame) -> str:
         return ""
     blocks, covered = int(runs.blocks.iloc[0]), float(runs.blocks_with_fisher.mean())
     share = runs.fisher_queries.sum() / max(1, runs.queries.sum())
-    line = f"ZONP's Fisher: {covered:.3g} of {blocks} blocks estimated (mean over seeds), {100 * share:.1f} % of the queries."
+    low, high = (f"{100 * value:.1f}" for value in (runs.fisher_queries / runs.queries.clip(lower=1)).agg(["min", "max"]))
+    line = (
+        f"ZONP's Fisher: {covered:.3g} of {blocks} blocks estimated (mean over seeds), {100 * share:.1f} % of the queries "
+        + (f"({low} % in every run)." if low == high else f"({low}-{high} % per run).")
+    )
     reasons = []
     if covered < blocks:
         reasons.append("some blocks never got a Fisher, so on them ZONP ran as block ZO-I")
-    if share > FISHER_SHARE_LIMIT:
+    if share > FISHER_SHARE_LIMIT:  # (over the runs: a run a few refreshes above it is the seeds' luck, said above)
         reasons.append(f"the refreshes took more than {100 * FISHER_SHARE_LIMIT:.0f} % of the queries")
     if reasons:
         line += (

@@ -367,3 +367,24 @@ def test_the_update_rule_suite_reuses_the_standard_suites_adam_runs_and_runs_nat
             assert runner._same_run(json.loads((folder / f"{spec.key}.json").read_text()), spec), spec.key
     optimizer = METHODS["ZONPSGD"].build(10, 0.003, 50)(parametrization=50, budget=100)
     assert (optimizer._config.sampler, optimizer._config.update, optimizer._config.lr) == ("natural", "sgd", 0.003)
+
+
+def test_the_fisher_line_gives_the_share_over_the_runs_and_its_range_per_run():
+    from comparisons.report import fisher_line
+
+    runs = pd.DataFrame(
+        {
+            "optimizer_name": ["ZONP"] * 3 + ["ZOI"],
+            "blocks": [2] * 4,
+            "blocks_with_fisher": [2, 2, 2, 0],
+            "fisher_queries": [4230, 4380, 4528, 0],
+            "queries": [30000] * 4,
+        }
+    )
+    line = fisher_line(runs)
+    assert "2 of 2 blocks estimated" in line and "14.6 % of the queries (14.1-15.1 % per run)." in line
+    assert "not the regime" not in line  # the limit applies to the share over the runs
+    same = fisher_line(runs.assign(fisher_queries=[3960, 3960, 3960, 0]))
+    assert "13.2 % of the queries (13.2 % in every run)." in same
+    over = fisher_line(runs.assign(fisher_queries=[6000, 6000, 6000, 0]))
+    assert "more than 15 % of the queries" in over
