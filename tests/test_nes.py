@@ -179,6 +179,28 @@ def test_failed_losses_rank_last_and_keep_the_search_finite(name: str) -> None:
     assert sphere(optimizer.recommend().value - 1) < 1e-4
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_minus_inf_counts_as_failed_on_both_paths(name: str) -> None:
+    # -inf is a broken evaluation (log of 0), not the best point: ranked last, as NaN and inf, and never recommended
+    def broken(x: np.ndarray) -> float:
+        return -math.inf if x[0] > 1.5 else sphere(x)
+
+    per_candidate, fast = make(name, np.full(3, 1.0), 0), make(name, np.full(3, 1.0), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        candidates = [per_candidate.ask() for _ in range(per_candidate.iteration_size)]
+        for candidate in candidates:
+            per_candidate.tell(candidate, broken(candidate.value))
+        request = fast.ask_iteration()
+        fast.tell_iteration(request, [broken(value) for value in request.values()])
+    np.testing.assert_array_equal(per_candidate.mean, fast.mean)
+    finite = [candidate.value for candidate in candidates if math.isfinite(broken(candidate.value))]
+    assert 0 < len(finite) < len(candidates)
+    best = min(finite, key=sphere)  # a generation with failures recommends its best finite sample
+    np.testing.assert_array_equal(per_candidate.recommend().value, best)
+    np.testing.assert_array_equal(fast.recommend().value, best)
+
+
 def test_tell_not_asked_is_refused() -> None:
     for name in NAMES:
         optimizer = ng.optimizers.registry[name](3)

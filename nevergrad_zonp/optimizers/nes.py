@@ -203,7 +203,7 @@ class _NES(base.Optimizer):
             return
         self._told_noise.append(pending[0])
         self._told_data.append(pending[1])
-        self._told_losses.append(loss if loss < FAILED_LOSS else FAILED_LOSS)
+        self._told_losses.append(loss if -math.inf < loss < FAILED_LOSS else FAILED_LOSS)  # NaN, -inf: failed
         if len(self._told_losses) == self.constants.popsize:
             self._update(np.array(self._told_noise), self._told_data, np.array(self._told_losses))
 
@@ -267,7 +267,7 @@ class _NES(base.Optimizer):
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
         """Tells the ``lambda`` losses of the generation asked by :meth:`ask_iteration` and updates.
 
-        NaN, inf and losses above ``FAILED_LOSS`` count as failed (ranked last), as Nevergrad's
+        NaN, inf, -inf and losses above ``FAILED_LOSS`` count as failed (ranked last), as Nevergrad's
         clipping makes them on the per-candidate path.
         """
         values = np.asarray(losses, dtype=np.float64)
@@ -278,7 +278,7 @@ class _NES(base.Optimizer):
         noise = self._requested[1]
         self._requested = None
         self._num_tell += len(values)
-        clipped = np.where(values < FAILED_LOSS, values, FAILED_LOSS)  # NaN compares False: failed
+        clipped = np.where((values < FAILED_LOSS) & (values > -math.inf), values, FAILED_LOSS)  # NaN compares False: failed
         self._told_noise.extend(noise)
         self._told_data.extend(request.deltas)
         self._told_losses.extend(clipped.tolist())
