@@ -435,3 +435,35 @@ def test_finite_outputs_whose_jacobian_overflows_leave_the_fisher_out_and_the_ru
     with pytest.warns(InvalidQueryWarning, match="Jacobian overflows for 20 of 20 samples"):
         recommendation = nevergrad_zonp.minimize_vectorized(optimizer, adapter)
     assert np.all(np.isfinite(recommendation.value)) and optimizer.num_fisher_updates == 0
+
+
+def test_bad_values_for_load_assign_batch_parameters_and_evaluate_are_refused_by_name(monkeypatch):
+    model, adapter = _mlp_adapter()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    for bad in (np.full(adapter.dimension, np.nan), np.full(adapter.dimension, 1e300)):  # 1e300: inf in float32
+        with pytest.raises(ValueError, match="load: non-finite values .*module unchanged"):
+            adapter.load(bad)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), before[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"parameter vector of shape \(3,\)"):
+        adapter.assign_batch(np.zeros(3), 1)
+    for key in (-1, 2**70, 1.5):
+        with pytest.raises(ValueError, match=r"batch key must be an integer in \[0, 2\*\*63\)"):
+            adapter.assign_batch(adapter.theta0, key)
+    with pytest.raises(TypeError, match=r"got the string '0.bias' \(use \['0.bias'\]\)"):
+        ModelAdapter(model, (torch.randn(4, 16), torch.zeros(4, dtype=torch.long)), output="categorical", parameters="0.bias")
+    scalar = HardwareAdapter(lambda thetas, x: thetas.sum(), np.zeros(3), (torch.randn(4, 2), torch.zeros(4)), output="gaussian")
+    with pytest.raises(ValueError, match=r"outputs returned shape \(\); expected \(1, 4, \.\.\.\)"):
+        scalar.evaluate()
+
+
+def test_block_settings_that_the_memory_cannot_hold_are_refused_before_allocation(monkeypatch):
+    import nevergrad_zonp.adapters.model as model_module
+    import nevergrad_zonp.optimizers.resources as resources
+
+    _, adapter = _mlp_adapter()
+    monkeypatch.setattr(model_module, "CHECKED_SETTINGS_BYTES", 1000)
+    monkeypatch.setattr(resources, "available_memory_bytes", lambda: 10_000)
+    with pytest.raises(MemoryError, match=r"101 settings of \['0.weight'\] need .* GiB available: use a smaller max_block_size"):
+        adapter.block_losses(adapter.theta0, 0, np.zeros((101, 100)), 0)
+    adapter.block_losses(adapter.theta0, 0, np.zeros((5, 100)), 0)  # 5 x 256 x 4 bytes: fits

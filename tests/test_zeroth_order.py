@@ -52,6 +52,11 @@ def test_invalid_settings_are_refused_with_their_name():
         ({"num_directions": 0}, "num_directions"),
         ({"smoothing": 1.5}, "smoothing"),
         ({"block_selection": "greedy"}, "block_selection"),
+        ({"max_block_size": float("nan")}, "max_block_size must be a positive integer, got nan"),
+        ({"fisher_period": float("inf")}, "fisher_period must be a positive integer, got inf"),
+        ({"num_directions": 2.5}, "num_directions must be a positive integer"),
+        ({"fisher_rank": float("nan")}, "fisher_rank must be a positive integer or None, got nan"),
+        ({"fisher_rank": "8"}, "fisher_rank must be a positive integer or None"),
     ]:
         with pytest.raises(ValueError, match=word):
             nevergrad_zonp.ZerothOrder(**kwargs)

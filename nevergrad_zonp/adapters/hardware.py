@@ -222,7 +222,9 @@ class HardwareAdapter:
 
     def assign_batch(self, value: np.ndarray, key: int) -> None:
         """Evaluates the parameter vector ``value`` on mini-batch ``key`` whenever it is queried."""
-        digest = self._digest(value)
+        if int(key) != key or not 0 <= key < 2**63:
+            raise ValueError(f"batch key must be an integer in [0, 2**63), got {key!r}")
+        digest = self._digest(self._as_vector(value))
         with self._lock:
             self._keys[digest] = int(key)
             self._keys.move_to_end(digest)
@@ -347,7 +349,13 @@ class HardwareAdapter:
         thetas = torch.from_numpy(vector[None])
         outputs, targets = [], []
         for inputs, target in MiniBatches(self.data if data is None else data, batch_size=batch_size).in_order():
-            outputs.append(self._forward(thetas, inputs)[0])
+            out = self._forward(thetas, inputs)
+            if out.ndim < 2 or out.shape[:2] != (1, len(target)):
+                raise ValueError(
+                    f"outputs returned shape {tuple(out.shape)}; expected (1, {len(target)}, ...) for 1 setting on a batch "
+                    f"of {len(target)}"
+                )
+            outputs.append(out[0])
             targets.append(target)
         out, tgt = torch.cat(outputs), torch.cat(targets)
         with torch.no_grad():

@@ -62,6 +62,8 @@ class ModelAdapter(HardwareAdapter):
             raise ValueError(f"settings_per_call must be positive, got {settings_per_call}")
         self.settings_per_call = int(settings_per_call)
         named = dict(model.named_parameters())
+        if isinstance(parameters, str):
+            raise TypeError(f"parameters must be a sequence of names, got the string {parameters!r} (use [{parameters!r}])")
         if parameters is None:
             names = [name for name, param in named.items() if param.requires_grad]
         else:
@@ -114,9 +116,17 @@ class ModelAdapter(HardwareAdapter):
         """Writes a recommendation (or a parameter vector) into the module's parameters."""
         vector = self._as_vector(candidate)
         named = dict(self.model.named_parameters())
+        # every tensor in its own dtype first, so a value it cannot hold leaves the module untouched
+        values = {
+            name: torch.from_numpy(vector[lo:hi]).reshape(shape).to(named[name].dtype)
+            for name, lo, hi, shape in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes)
+        }
+        bad = [name for name, value in values.items() if not bool(torch.isfinite(value).all())]
+        if bad:
+            raise ValueError(f"load: non-finite values (NaN, inf, or beyond the tensor's dtype) for {bad}; module unchanged")
         with torch.no_grad(), self._module_lock:
-            for name, lo, hi, shape in zip(self.names, self._offsets[:-1], self._offsets[1:], self._shapes):
-                named[name].copy_(torch.from_numpy(vector[lo:hi]).reshape(shape))
+            for name, value in values.items():
+                named[name].copy_(value)
 
     def _segments(self) -> tp.Tuple[tp.Tuple[str, int, int, tp.Tuple[int, ...], torch.dtype], ...]:
         return self._segment_table
@@ -138,6 +148,7 @@ class ModelAdapter(HardwareAdapter):
         theta, deltas, stop = self._check_block(theta, start, deltas)
         count = len(deltas)
         touched, untouched = self._block_plan(start, stop)
+        self._check_settings_memory(count, touched)
         params: tp.Dict[str, torch.Tensor] = {}
         in_dims: tp.Dict[str, tp.Optional[int]] = {}
         with np.errstate(over="ignore"):  # torch rounds values beyond float32's range to inf silently; so does this
@@ -154,6 +165,26 @@ class ModelAdapter(HardwareAdapter):
                 for name, lo, hi, shape, dtype in untouched:
                     params[name], in_dims[name] = torch.from_numpy(theta[lo:hi]).reshape(shape).to(self.device, dtype), None
         return self._query(count, key, lambda inputs: self._call(params, in_dims, count, inputs))
+
+    def _check_settings_memory(self, count: int, touched: tp.Tuple[tp.Any, ...]) -> None:
+        """Refuses, before allocating, ``count`` copies of the touched tensors that the memory cannot hold.
+
+        A Fisher refresh evaluates ``n_b + 1`` settings of every tensor its block touches: a
+        block of 512 in a 1M-weight layer is 2 GiB of settings in float32.  Checked only for
+        requests above :data:`CHECKED_SETTINGS_BYTES` (the common case costs nothing).
+        """
+        needed = count * sum((hi - lo) * torch.empty(0, dtype=dtype).element_size() for _, lo, hi, _, dtype, _, _ in touched)
+        if needed <= CHECKED_SETTINGS_BYTES:
+            return
+        from ..optimizers.resources import available_memory_bytes
+
+        available = available_memory_bytes()
+        if needed > available:
+            names = [name for name, *_ in touched]
+            raise MemoryError(
+                f"{count} settings of {names} need {needed / 2**30:.2f} GiB, {available / 2**30:.2f} GiB available: "
+                "use a smaller max_block_size (a Fisher refresh evaluates block size + 1 settings) or fewer directions"
+            )
 
     def _block_plan(self, start: int, stop: int) -> tp.Tuple[tp.Tuple[tp.Any, ...], tp.Tuple[tp.Any, ...]]:
         """The segments block ``[start, stop)`` overlaps, with the overlap ``(first, last)``, and the others (cached per block)."""
@@ -210,6 +241,9 @@ class ModelAdapter(HardwareAdapter):
                 ]
             ).cpu()
 
+
+#: Block-settings requests above this size are checked against the available memory first.
+CHECKED_SETTINGS_BYTES = 256 * 2**20
 
 #: Parameter dtypes whose block settings are rounded straight into an array of that dtype.
 _NUMPY_DTYPES: tp.Dict[torch.dtype, tp.Type[np.floating]] = {torch.float32: np.float32, torch.float64: np.float64}

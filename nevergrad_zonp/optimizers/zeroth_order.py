@@ -864,6 +864,14 @@ class _ZerothOrder(base.Optimizer):
         self._anchor_steps = self._num_steps
 
 
+def _positive_integer(value: tp.Any) -> bool:
+    """Whether ``value`` is an integer >= 1 (an int or an integral float; not NaN, inf or a string)."""
+    try:
+        return bool(value >= 1 and int(value) == value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class ZerothOrder(base.ConfiguredOptimizer):
     """Block-wise zeroth-order optimizer with Adam; ZO-NP, ZO-I or ZO-co by its sampler.
 
@@ -998,7 +1006,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
             raise ValueError(f"direction_stream must be one of {DIRECTION_STREAMS}, got {direction_stream!r}")
         config = dict(locals())
         for name in ("num_directions", "max_block_size", "fisher_period"):
-            if int(config[name]) != config[name] or config[name] < 1:
+            if not _positive_integer(config[name]):
                 raise ValueError(f"{name} must be a positive integer, got {config[name]!r}")
         for name in ("lr", "mu", "rho", "fd_step"):
             if name == "lr" and lr is None:
@@ -1020,7 +1028,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.normalize = normalize
         self.lr_schedule = lr_schedule
         self.fisher_refresh = fisher_refresh
-        if fisher_rank is not None and (int(fisher_rank) != fisher_rank or fisher_rank < 1):
+        if fisher_rank is not None and not _positive_integer(fisher_rank):
             raise ValueError(f"fisher_rank must be a positive integer or None, got {fisher_rank!r}")
         if fisher_storage not in STORAGE_DTYPES:
             raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {fisher_storage!r}")
