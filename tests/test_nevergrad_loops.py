@@ -303,3 +303,29 @@ def test_the_recommendation_sees_the_steps_of_iterations_asked_ahead_of_their_te
         np.testing.assert_array_equal(recommendation, last_told)
     else:  # asked ahead: the final iterate was never queried, the anchor lags behind it
         assert not np.array_equal(recommendation, optimizer._anchor)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_queries_asked_and_never_told_are_warned_of_and_a_nan_tell_keeps_the_run_moving(workers):
+    from nevergrad_zonp.optimizers.zeroth_order import UntoldQueriesWarning
+
+    def run(skip_tell):
+        optimizer = ng.optimizers.registry["ZOI"](3, budget=400, num_workers=workers)
+        optimizer.parametrization.random_state.seed(0)
+        for step in range(optimizer.budget):
+            candidate = optimizer.ask()
+            if step % 7 == 6:  # an evaluation failed
+                if skip_tell:
+                    continue
+                optimizer.tell(candidate, math.nan)
+            else:
+                optimizer.tell(candidate, square(candidate.value))
+        return optimizer
+
+    with pytest.warns(UntoldQueriesWarning, match="asked but never told"):
+        skipped = run(skip_tell=True)
+    assert skipped.num_steps == 0  # every iteration missed a tell
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntoldQueriesWarning)
+        told = run(skip_tell=False)
+    assert told.num_steps > 20 and square(told.provide_recommendation().value) < square(np.zeros(3))

@@ -97,6 +97,10 @@ class NaturalPerturbationsInactiveWarning(UserWarning):
     """ZO-NP runs without an output oracle, hence without a Fisher: it behaves as block ZO-I."""
 
 
+class UntoldQueriesWarning(UserWarning):
+    """Asked queries are not told: their iterations never finish, so their estimates are lost."""
+
+
 class InvalidQueryWarning(UserWarning):
     """A loss or network output was NaN/inf (or clipped by Nevergrad); it was left out."""
 
@@ -645,6 +649,13 @@ class _ZerothOrder(base.Optimizer):
         )
         self._iterations[key] = iteration
         self._num_iterations += 1
+        if len(self._iterations) > 2 * self.num_workers + 2:  # more open than workers can explain: tells are missing
+            self._warn(
+                f"{len(self._iterations) - 1} earlier iterations have queries that were asked but never told: their "
+                "estimates are lost and the iterate does not move. Tell every asked candidate (a NaN loss for a "
+                "failed evaluation is left out of the estimate)",
+                UntoldQueriesWarning,
+            )
         return iteration
 
     def _draw_directions(self, block: int, size: int, num_directions: int) -> np.ndarray:
