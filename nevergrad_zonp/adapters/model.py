@@ -173,7 +173,7 @@ class ModelAdapter(HardwareAdapter):
         block of 512 in a 1M-weight layer is 2 GiB of settings in float32.  Checked only for
         requests above :data:`CHECKED_SETTINGS_BYTES` (the common case costs nothing).
         """
-        needed = count * sum((hi - lo) * torch.empty(0, dtype=dtype).element_size() for _, lo, hi, _, dtype, _, _ in touched)
+        needed = count * sum((hi - lo) * dtype.itemsize for _, lo, hi, _, dtype, _, _ in touched)
         if needed <= CHECKED_SETTINGS_BYTES:
             return
         from ..optimizers.resources import available_memory_bytes
