@@ -62,6 +62,30 @@ def test_weights_files_round_trip_and_bad_files_are_named(tmp_path, fresh_weight
         LearnedZO(weights=tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError):
         LearnedZO(weights="attack_mnist")
+    # broken files: named, with what is wrong, at load time (not a raw zip, pickle or index error)
+    good = dict(np.load(fresh_weights))
+    (tmp_path / "half.npz").write_bytes(fresh_weights.read_bytes()[: fresh_weights.stat().st_size // 2])
+    (tmp_path / "text.npz").write_text("not weights")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name in ("half.npz", "text.npz", "empty.npz"):
+        with pytest.raises(ValueError, match=f"{name} is not a readable ZO-L2L weights file"):
+            load_weights(tmp_path / name)
+    broken = {
+        "nan.npz": {"update.cell.weight_hh": np.full_like(good["update.cell.weight_hh"], np.nan)},
+        "vector.npz": {"update.cell.weight_hh": good["update.cell.weight_hh"].ravel()},
+        "scale.npz": {"query.input_scale": np.array(-1.0)},
+        "metadata.npz": {"metadata": np.frombuffer(b"\xff\xfe", dtype=np.uint8)},
+    }
+    messages = {
+        "nan.npz": "update.cell.weight_hh must hold finite real numbers",
+        "vector.npz": "update.cell.weight_hh must be a matrix",
+        "scale.npz": "query.input_scale must be positive",
+        "metadata.npz": "its metadata entry is not UTF-8 JSON",
+    }
+    for name, change in broken.items():
+        np.savez(tmp_path / name, **{**good, **change})
+        with pytest.raises(ValueError, match=f"{name}: {messages[name]}"):
+            load_weights(tmp_path / name)
 
 
 @pytest.mark.parametrize(
@@ -162,10 +186,22 @@ def test_meta_settings_are_validated():
                          ({"meta_gradient": "fd"}, "meta_gradient")]:
         with pytest.raises(ValueError, match=word):
             MetaConfig(**kwargs)
+    for kwargs, word in [({"steps": 4.5}, "steps must be a positive integer"), ({"seed": None}, "seed"),
+                         ({"query_penalty": float("inf")}, "query_penalty must be non-negative and finite"),
+                         ({"epochs_update": float("nan")}, "epochs_update must be a non-negative integer")]:
+        with pytest.raises(ValueError, match=word):
+            MetaConfig(**kwargs)
+    assert MetaConfig(steps=4.0, optimizees_per_epoch=1.0).steps == 4 and type(MetaConfig(steps=4.0).steps) is int
     for kwargs, word in [({"query_probability": 2.0}, "query_probability"), ({"mu": 0.0}, "mu"),
-                         ({"num_directions": 0}, "num_directions"), ({"block_selection": "x"}, "block_selection")]:
+                         ({"num_directions": 0}, "num_directions"), ({"block_selection": "x"}, "block_selection"),
+                         ({"num_directions": float("nan")}, "num_directions must be a positive integer, got nan"),
+                         ({"max_block_size": float("inf")}, "max_block_size must be a positive integer, got inf"),
+                         ({"num_directions": None}, "num_directions"), ({"update_scale": None}, "update_scale"),
+                         ({"update_scale": "1"}, "update_scale"), ({"query_probability": None}, "query_probability")]:
         with pytest.raises(ValueError, match=word):
             LearnedZO(**kwargs)
+    with pytest.raises(TypeError, match="query must be True or False, got 'no'"):
+        LearnedZO(query="no")
 
 
 def test_the_training_command_writes_weights_and_a_plot(tmp_path, capsys):
@@ -178,3 +214,14 @@ def test_the_training_command_writes_weights_and_a_plot(tmp_path, capsys):
     assert plot.stat().st_size > 1000 and len(meta["history"]) == 3 and meta["config"]["steps"] == 10
     cli(["compare", str(out), str(out)])
     assert "largest weight difference: 0" in capsys.readouterr().out
+    assert meta["command"] == "python -m nevergrad_zonp.learned " + " ".join(args)  # the arguments given, not sys.argv
+    for bad, message in [(["--dimension", "0"], "--dimension must be a positive integer"),
+                         (["--threads", "0"], "--threads must be a positive integer"),
+                         (["--out", str(tmp_path)], "is a directory"),
+                         (["--plot", str(tmp_path / "nowhere" / "p.png")], "does not exist")]:
+        with pytest.raises(SystemExit):
+            cli(args + bad)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["compare", str(out), str(out), "--tolerance", "nan"])
+    assert "--tolerance must be a non-negative number" in capsys.readouterr().err

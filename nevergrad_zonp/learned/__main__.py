@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import platform
 import sys
 import typing as tp
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,7 +54,7 @@ def train(args: argparse.Namespace) -> None:
     )
     result = meta_train(_family(args), config, progress=not args.no_progress)
     metadata = {
-        "command": "python -m nevergrad_zonp.learned " + " ".join(sys.argv[1:]),
+        "command": "python -m nevergrad_zonp.learned " + " ".join(args.argv),
         "family": args.family,
         "task_seed": args.task_seed,
         "config": dataclasses.asdict(config),
@@ -77,9 +79,12 @@ def compare(args: argparse.Namespace) -> None:
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             if x.shape != y.shape:
                 raise SystemExit(f"{name}: shapes differ, {tuple(x.shape)} and {tuple(y.shape)}")
-            largest = max(largest, float((x - y).abs().max()))
+            difference = float((x - y).abs().max()) if x.numel() else 0.0
+            largest = difference if math.isnan(difference) else max(largest, difference)  # (max() would drop a NaN)
+            if math.isnan(largest):
+                break
     print(f"largest weight difference: {largest:.3g}")
-    if largest > args.tolerance:
+    if not largest <= args.tolerance:  # a NaN difference fails too
         raise SystemExit(1)
 
 
@@ -118,6 +123,20 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> None:
     comparer.add_argument("--tolerance", type=float, default=1e-8)
     comparer.set_defaults(run=compare)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what the metadata records as the command
+    if args.command == "train":
+        for name in ("dimension", "threads"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+        for option, path in (("--out", args.out), ("--plot", args.plot)):  # checked now, not after a long training
+            if path is None:
+                continue
+            if Path(path).is_dir():
+                parser.error(f"{option} {path} is a directory; give a file name")
+            if not Path(path).resolve().parent.is_dir():
+                parser.error(f"{option} {path}: folder {Path(path).resolve().parent} does not exist")
+    elif not args.tolerance >= 0:
+        parser.error(f"--tolerance must be a non-negative number, got {args.tolerance}")
     args.run(args)
 
 

@@ -48,6 +48,7 @@ import typing as tp
 import numpy as np
 import torch
 
+from .._checks import integer_at_least, positive_finite
 from .rnn import CoordinateLSTM, query_rnn, query_std, update_rnn
 
 
@@ -91,19 +92,20 @@ class MetaConfig:
     input_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("epochs_update", "epochs_query"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if int(self.validation_optimizees) != self.validation_optimizees or self.validation_optimizees < 0:
-            raise ValueError(f"validation_optimizees must be a non-negative integer, got {self.validation_optimizees!r}")
-        for name in ("optimizees_per_epoch", "steps", "truncation", "num_directions", "zo_meta_directions", "hidden"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name, minimum in (
+            ("epochs_update", 0), ("epochs_query", 0), ("validation_optimizees", 0), ("optimizees_per_epoch", 1),
+            ("steps", 1), ("truncation", 1), ("num_directions", 1), ("zo_meta_directions", 1), ("hidden", 1), ("seed", 0),
+        ):
+            value = getattr(self, name)
+            if not integer_at_least(value, minimum):
+                kind = "a non-negative" if minimum == 0 else "a positive"
+                raise ValueError(f"{name} must be {kind} integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # (an integral float, 4.0, is taken as 4)
         for name in ("lr_update", "lr_query", "mu", "clip", "input_scale"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+            if not positive_finite(getattr(self, name)):
                 raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
-        if not self.query_penalty >= 0:
-            raise ValueError(f"query_penalty must be non-negative, got {self.query_penalty!r}")
+        if not (self.query_penalty == 0 or positive_finite(self.query_penalty)):
+            raise ValueError(f"query_penalty must be non-negative and finite, got {self.query_penalty!r}")
         if self.meta_loss not in ("decrease", "sum"):
             raise ValueError(f"meta_loss must be 'decrease' or 'sum', got {self.meta_loss!r}")
         if self.meta_gradient not in ("autograd", "zo"):

@@ -24,7 +24,6 @@ optimizer's state and pickle with it.
 
 from __future__ import annotations
 
-import math
 import os
 import typing as tp
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from nevergrad.optimization import base
 
+from .._checks import integer_at_least, positive_finite
 from ..optimizers.registration import register
 from ..optimizers.zeroth_order import BLOCK_SELECTIONS, ZerothOrder, _ZerothOrder
 from .rnn import SHIPPED_WEIGHTS, load_weights, query_std, weights_path
@@ -193,13 +193,15 @@ class LearnedZO(base.ConfiguredOptimizer):
         update_scale: float = 1.0,
     ) -> None:
         config = dict(locals())
-        if not 0.0 <= query_probability <= 1.0:
+        if not isinstance(query, (bool, np.bool_)):
+            raise TypeError(f"query must be True or False, got {query!r}")
+        if not (query_probability == 0 or positive_finite(query_probability)) or not query_probability <= 1:
             raise ValueError(f"query_probability must be in [0, 1], got {query_probability!r}")
         for name, value in (("num_directions", num_directions), ("max_block_size", max_block_size)):
-            if int(value) != value or value < 1:
+            if not integer_at_least(value, 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, value in (("mu", mu), ("update_scale", update_scale)):
-            if not (math.isfinite(value) and value > 0):
+            if not positive_finite(value):
                 raise ValueError(f"{name} must be positive and finite, got {value!r}")
         if block_selection not in BLOCK_SELECTIONS:
             raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")

@@ -139,16 +139,30 @@ def load_weights(path: tp.Union[str, os.PathLike, None] = None) -> tp.Tuple[Coor
     path = weights_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no ZO-L2L weights file at {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        entries = {key: archive[key] for key in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            entries = {key: archive[key] for key in archive.files}
+    except Exception as error:  # a truncated zip, a text file, an empty file, object arrays
+        raise ValueError(f"{path} is not a readable ZO-L2L weights file (.npz): {type(error).__name__}: {error}") from None
     if "metadata" not in entries:
         raise ValueError(f"{path} is not a ZO-L2L weights file (no metadata entry)")
-    metadata = json.loads(entries.pop("metadata").tobytes().decode("utf-8"))
+    try:
+        metadata = json.loads(entries.pop("metadata").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: its metadata entry is not UTF-8 JSON ({error})") from None
     networks = []
     for prefix, inputs in (("update", 1), ("query", 2)):
-        state = {k[len(prefix) + 1 :]: torch.from_numpy(v) for k, v in entries.items() if k.startswith(prefix + ".")}
-        if "cell.weight_hh" not in state:
+        arrays = {k[len(prefix) + 1 :]: v for k, v in entries.items() if k.startswith(prefix + ".")}
+        for key, value in arrays.items():
+            if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
+                raise ValueError(f"{path}: {prefix}.{key} must hold finite real numbers, got {value.dtype} {value.shape}")
+        if "cell.weight_hh" not in arrays:
             raise ValueError(f"{path} has no {prefix} network")
+        if arrays["cell.weight_hh"].ndim != 2:
+            raise ValueError(f"{path}: {prefix}.cell.weight_hh must be a matrix, got shape {arrays['cell.weight_hh'].shape}")
+        if "input_scale" in arrays and not float(arrays["input_scale"]) > 0:
+            raise ValueError(f"{path}: {prefix}.input_scale must be positive, got {float(arrays['input_scale'])}")
+        state = {key: torch.from_numpy(value) for key, value in arrays.items()}
         hidden = state["cell.weight_hh"].shape[1]
         state.setdefault("input_scale", torch.tensor(1.0, dtype=torch.float64))  # files written before the option
         network = CoordinateLSTM(inputs, hidden)

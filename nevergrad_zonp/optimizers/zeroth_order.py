@@ -54,6 +54,7 @@ from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import UPDATE_RULES, zo_gradient
+from .._checks import integer_at_least, positive_finite
 from .iterations import IterationRequest, check_parametrization, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
@@ -875,14 +876,6 @@ class _ZerothOrder(base.Optimizer):
         self._anchor_steps = self._num_steps
 
 
-def _positive_integer(value: tp.Any) -> bool:
-    """Whether ``value`` is an integer >= 1 (an int or an integral float; not NaN, inf or a string)."""
-    try:
-        return bool(value >= 1 and int(value) == value)
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
 class ZerothOrder(base.ConfiguredOptimizer):
     """Block-wise zeroth-order optimizer with Adam; ZO-NP, ZO-I or ZO-co by its sampler.
 
@@ -1017,12 +1010,12 @@ class ZerothOrder(base.ConfiguredOptimizer):
             raise ValueError(f"direction_stream must be one of {DIRECTION_STREAMS}, got {direction_stream!r}")
         config = dict(locals())
         for name in ("num_directions", "max_block_size", "fisher_period"):
-            if not _positive_integer(config[name]):
+            if not integer_at_least(config[name], 1):
                 raise ValueError(f"{name} must be a positive integer, got {config[name]!r}")
         for name in ("lr", "mu", "rho", "fd_step"):
             if name == "lr" and lr is None:
                 continue
-            if not (math.isfinite(config[name]) and config[name] > 0):
+            if not positive_finite(config[name]):
                 raise ValueError(f"{name} must be positive and finite, got {config[name]!r}")
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing (alpha) must be in (0, 1], got {smoothing!r}")
@@ -1039,7 +1032,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.normalize = normalize
         self.lr_schedule = lr_schedule
         self.fisher_refresh = fisher_refresh
-        if fisher_rank is not None and not _positive_integer(fisher_rank):
+        if fisher_rank is not None and not integer_at_least(fisher_rank, 1):
             raise ValueError(f"fisher_rank must be a positive integer or None, got {fisher_rank!r}")
         if fisher_storage not in STORAGE_DTYPES:
             raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {fisher_storage!r}")
