@@ -132,7 +132,7 @@ def fisher_line(final: pd.DataFrame) -> str:
     reasons = []
     if covered < blocks:
         reasons.append("some blocks never got a Fisher, so on them ZONP ran as block ZO-I")
-    if share > FISHER_SHARE_LIMIT:  # (over the runs: a run a few refreshes above it is the seeds' luck, said above)
+    if share > FISHER_SHARE_LIMIT:  # the share over the runs; the line gives each run's too
         reasons.append(f"the refreshes took more than {100 * FISHER_SHARE_LIMIT:.0f} % of the queries")
     if reasons:
         line += (

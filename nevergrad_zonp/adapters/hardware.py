@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..fisher import check_output_model
 from ..tasks.base import accuracy
+from .._checks import integer_at_least
 from .batches import MiniBatches
 
 OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
@@ -222,7 +223,7 @@ class HardwareAdapter:
 
     def assign_batch(self, value: np.ndarray, key: int) -> None:
         """Evaluates the parameter vector ``value`` on mini-batch ``key`` whenever it is queried."""
-        if int(key) != key or not 0 <= key < 2**63:
+        if not (integer_at_least(key, 0) and key < 2**63):
             raise ValueError(f"batch key must be an integer in [0, 2**63), got {key!r}")
         digest = self._digest(self._as_vector(value))
         with self._lock:

@@ -190,7 +190,7 @@ class _NES(base.Optimizer):
         return noise, self._mean + step
 
     def _internal_ask_candidate(self) -> p.Parameter:
-        if not self._num_ask:  # a constraint registered after construction
+        if not self._num_ask:  # a constraint registered after construction (the rest was checked then)
             check_parametrization(self.parametrization, "NES (SNES, XNES)", finite_differences=False)
         noise, data = self._sample()
         candidate = self.parametrization.spawn_child().set_standardized_data(data)

@@ -504,8 +504,8 @@ class _ZerothOrder(base.Optimizer):
                 del self._iterations[iteration.index]
 
     def _internal_ask_candidate(self) -> p.Parameter:
-        if not self._num_ask:  # a constraint registered after construction
-            check_parametrization(self.parametrization, _ZO_NAMES, finite_differences=True)
+        if not self._num_ask:  # a constraint registered after construction (the rest was checked then)
+            check_parametrization(self.parametrization, _ZO_NAMES, finite_differences=False)
         self._close_stale_iteration()
         iteration = self._iterations.get(self._num_iterations - 1)  # the latest, if still open
         if iteration is None or iteration.asked == iteration.size:
