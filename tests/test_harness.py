@@ -388,3 +388,18 @@ def test_the_fisher_line_gives_the_share_over_the_runs_and_its_range_per_run():
     assert "13.2 % of the queries (13.2 % in every run)." in same
     over = fisher_line(runs.assign(fisher_queries=[6000, 6000, 6000, 0]))
     assert "more than 15 % of the queries" in over
+
+
+def test_the_run_command_counts_every_run_grid_extensions_and_reused_ones_included(tiny_results, tmp_path, monkeypatch, capsys):
+    from comparisons import __main__ as cli
+    from comparisons import suites
+
+    source, results = tiny_results
+    folder = tmp_path / "copy"
+    shutil.copytree(source, folder)
+    monkeypatch.setitem(suites.SUITES, "quick", lambda: TINY)
+    monkeypatch.setattr(cli, "SUITES", suites.SUITES)
+    cli.main(["run", "--suite", "quick", "--out", str(folder), "--workers", "1"])
+    extensions = len(results) - TINY.num_runs
+    expected = f"{len(results)} runs ({TINY.num_runs} planned, {extensions} for grid extensions; {len(results)} already in {folder})"
+    assert expected in capsys.readouterr().out
