@@ -1,5 +1,7 @@
 """ZO-L2L: the coordinate-wise RNNs, the Nevergrad optimizer built on them, meta-training, weights files."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -202,6 +204,22 @@ def test_meta_settings_are_validated():
             LearnedZO(**kwargs)
     with pytest.raises(TypeError, match="query must be True or False, got 'no'"):
         LearnedZO(query="no")
+
+
+def test_settings_other_than_the_trained_ones_are_warned_of_and_a_relative_weights_path_survives_chdir(
+    tmp_path, monkeypatch, fresh_weights
+):
+    from nevergrad_zonp.learned.optimizer import TrainedSettingsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainedSettingsWarning)
+        LearnedZO(weights="generic")(parametrization=3, budget=42)  # trained with Q = 20, mu = 1e-3
+    with pytest.warns(TrainedSettingsWarning, match=r"num_directions 20, 10, mu 0.001, 0.01"):
+        LearnedZO(weights="generic", num_directions=10, mu=0.01)(parametrization=3, budget=42)
+    monkeypatch.chdir(fresh_weights.parent)
+    configured = LearnedZO(weights=fresh_weights.name)
+    monkeypatch.chdir(tmp_path)
+    configured(parametrization=3, budget=42)  # the file is found from anywhere
 
 
 def test_the_training_command_writes_weights_and_a_plot(tmp_path, capsys):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import typing as tp
+import warnings
 
 import numpy as np
 import torch
@@ -63,6 +64,19 @@ class _LearnedZO(_ZerothOrder):
         super().__init__(parametrization, budget=budget, num_workers=num_workers, config=loop)
         self._learned = learned
         self._update_rnn, self._query_rnn, self.weights_metadata = load_weights(learned.weights)
+        trained = self.weights_metadata.get("config", {})
+        differing = {
+            name: (trained[key], value)
+            for name, key, value in (("num_directions", "num_directions", learned.num_directions), ("mu", "mu", learned.mu))
+            if key in trained and trained[key] != value
+        }
+        if differing:  # allowed (Q is a user's choice), but the RNNs learned their inputs' scale at the trained values
+            warnings.warn(
+                "LearnedZO runs with settings other than its weights were meta-trained with (trained, used): "
+                + ", ".join(f"{name} {old!r}, {new!r}" for name, (old, new) in differing.items()),
+                TrainedSettingsWarning,
+                stacklevel=2,
+            )
         count = self.dimension
         self._update_state = self._update_rnn.initial_state(count)
         self._query_state = self._query_rnn.initial_state(count)
@@ -209,7 +223,10 @@ class LearnedZO(base.ConfiguredOptimizer):
             raise FileNotFoundError(
                 f"no ZO-L2L weights file at {weights} (shipped weights: {sorted(SHIPPED_WEIGHTS)})"
             )
-        self.weights = None if weights is None else (weights if isinstance(weights, str) else os.fspath(weights))
+        # a path is kept absolute (a later chdir must not lose it); a shipped name stays a name
+        self.weights = None if weights is None else (
+            weights if isinstance(weights, str) and weights in SHIPPED_WEIGHTS else os.path.abspath(os.fspath(weights))
+        )
         self.query = bool(query)
         self.query_probability = float(query_probability)
         self.num_directions = int(num_directions)
@@ -218,6 +235,10 @@ class LearnedZO(base.ConfiguredOptimizer):
         self.block_selection = block_selection
         self.update_scale = float(update_scale)
         super().__init__(_LearnedZO, config, as_config=True)
+
+
+class TrainedSettingsWarning(UserWarning):
+    """A learned optimizer runs with ``num_directions`` or ``mu`` other than its weights were meta-trained with."""
 
 
 ZOL2L = register(LearnedZO(), "ZOL2L")

@@ -9,7 +9,7 @@ any dimension.
   gradient estimate to that coordinate's parameter update (added as is, no learning rate).
 - With two inputs it is the **QueryRNN**: it maps a coordinate's previous estimate and
   previous update to an output ``o``; the query direction's standard deviation on that
-  coordinate is ``1 + o``, renormalised over the block to mean square 1.
+  coordinate is ``|1 + o|``, renormalised over the block to mean square 1.
 
 Both are one LSTM layer of hidden size 10 without biases, followed by a linear map
 ``10 -> 1`` without bias whose initial weights are scaled by 0.1 so that an untrained network starts near
