@@ -329,3 +329,21 @@ def test_queries_asked_and_never_told_are_warned_of_and_a_nan_tell_keeps_the_run
         warnings.simplefilter("error", UntoldQueriesWarning)
         told = run(skip_tell=False)
     assert told.num_steps > 20 and square(told.provide_recommendation().value) < square(np.zeros(3))
+
+
+def test_queries_below_the_objectives_resolution_are_warned_of():
+    from nevergrad_zonp.optimizers.zeroth_order import FlatQueriesWarning
+
+    def quantized(x):  # a chip whose setting has a resolution of 0.1
+        return float(np.sum((np.round(np.asarray(x) * 10) / 10 - 0.55) ** 2))
+
+    with pytest.warns(FlatQueriesWarning, match="every query gave exactly the base loss: the displacement .*mu = 0.001"):
+        ng.optimizers.registry["ZOI"](4, budget=200).minimize(quantized)
+    half = torch.nn.Linear(6, 3).half()
+    adapter = nevergrad_zonp.ModelAdapter(half, (torch.randn(40, 6).half(), torch.randint(0, 3, (40,))), output="categorical")
+    with pytest.warns(FlatQueriesWarning):
+        nevergrad_zonp.minimize_vectorized(nevergrad_zonp.ZerothOrder(sampler="isotropic")(adapter.parametrization, 200), adapter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlatQueriesWarning)
+        ng.optimizers.registry["ZOI"](4, budget=200).minimize(square)
+        ng.optimizers.registry["ZOI"](4, budget=200).minimize(lambda x: quantized(np.asarray(x) * 1e4))  # resolved

@@ -98,6 +98,14 @@ class NaturalPerturbationsInactiveWarning(UserWarning):
     """ZO-NP runs without an output oracle, hence without a Fisher: it behaves as block ZO-I."""
 
 
+class FlatQueriesWarning(UserWarning):
+    """The first iterations' queries all returned their base loss exactly: the displacement is below the objective's resolution."""
+
+
+#: The first steps checked for queries that all return their base loss (no cost after them).
+FLAT_CHECK_STEPS = 5
+
+
 class UntoldQueriesWarning(UserWarning):
     """Asked queries are not told: their iterations never finish, so their estimates are lost."""
 
@@ -849,6 +857,8 @@ class _ZerothOrder(base.Optimizer):
                 losses, directions = losses[valid], directions[valid]
         if not len(losses) or not self._uses_estimate(iteration):
             return
+        if self._num_steps < FLAT_CHECK_STEPS:
+            self._check_flat(base_loss, losses)
         block = iteration.block
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
@@ -858,6 +868,19 @@ class _ZerothOrder(base.Optimizer):
         self._block_scale[block] = min(1.0, self._block_scale[block] * RECOVERY_GROWTH)
         self._stepped_blocks.append(block)
         self._num_steps += 1
+
+    def _check_flat(self, base_loss: float, losses: np.ndarray) -> None:
+        """Warns once if each of the first :data:`FLAT_CHECK_STEPS` steps saw every query give exactly its base loss."""
+        if len(losses) > 1 and bool(np.all(losses == base_loss)):
+            self._flat_steps = getattr(self, "_flat_steps", 0) + 1  # (getattr: optimizers pickled before the check)
+            if self._flat_steps == FLAT_CHECK_STEPS:
+                self._warn(
+                    f"In each of the first {FLAT_CHECK_STEPS} iterations every query gave exactly the base loss: the "
+                    f"displacement (mu = {self._config.mu:g}) does not change the objective (float16 or bfloat16 "
+                    "parameters, a quantized chip, a block that does not reach the loss). The estimate is zero and the "
+                    "iterate does not move: try a larger mu",
+                    FlatQueriesWarning,
+                )
 
     def _recover(self) -> None:
         """Back to the anchor after a non-finite base loss; the blocks stepped since move more carefully."""
