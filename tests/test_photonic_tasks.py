@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from nevergrad_zonp.tasks.base import pretrain
@@ -130,3 +131,52 @@ def test_backprop_learns_copying_below_the_memoryless_baseline() -> None:
     result = task.evaluate()
     assert result["loss"] < memoryless_baseline(10)
     assert result["accuracy"] > 0.3
+
+
+def test_task_builders_refuse_bad_sizes_and_delays_by_name():
+    from nevergrad_zonp.tasks.copying import copying_task
+    from nevergrad_zonp.tasks.equalization import equalization_task
+
+    for kwargs, message in [
+        ({"delay": 30}, r"delay must be an integer in \[0, 17\]"),  # beyond: targets wrapped to the sequence's end
+        ({"delay": -3}, r"delay must be an integer in \[0, 17\]"),
+        ({"n_train": 0}, "number of samples must be a positive integer, got 0"),
+        ({"snr_db": float("nan")}, "snr_db must be finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            equalization_task(seed=0, n_test=20, **{"n_train": 20, **kwargs})
+    for kwargs, message in [
+        ({"n_train": 0}, "number of sequences must be a positive integer, got 0"),
+        ({"delay": 2.5}, "delay must be an integer of at least 1, got 2.5"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            copying_task(seed=0, **{"n_train": 10, "n_test": 10, **kwargs})
+
+
+def test_building_the_copying_task_leaves_torchs_global_random_state_alone():
+    from nevergrad_zonp.tasks.copying import copying_task
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = copying_task(seed=0, delay=5, n_train=10, n_test=10)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = copying_task(seed=0, delay=5, n_train=10, n_test=10)
+    for (name, a), (_, b) in zip(first.model.named_parameters(), second.model.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_pretraining_a_task_programs_its_chip():
+    from nevergrad_zonp.photonics import transfer_parameters
+    from nevergrad_zonp.tasks.base import pretrain
+    from nevergrad_zonp.tasks.equalization import equalization_task
+
+    task = equalization_task(seed=0, n_train=200, n_test=20)
+    untrained = {name: value.clone() for name, value in task.chip.state_dict().items()}
+    pretrain(task, epochs=1)
+    expected = equalization_task(seed=0, n_train=200, n_test=20)
+    pretrain(expected, epochs=1, model=expected.model)  # an explicit model: the chip is left to the caller
+    assert all(torch.equal(value, untrained[name]) for name, value in expected.chip.state_dict().items())
+    transfer_parameters(expected.model, expected.chip)
+    for (name, a), (_, b) in zip(task.chip.state_dict().items(), expected.chip.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(value, untrained[name]) for name, value in task.chip.state_dict().items())

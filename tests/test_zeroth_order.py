@@ -396,6 +396,19 @@ def test_a_truncated_rank_drops_the_small_eigenvalues_only():
     assert np.linalg.norm(compact.covariance(0, n) - full.covariance(0, n)) > 1e-2  # the test can tell them apart
 
 
+def test_a_subnormal_trace_is_kept_out_and_compact_smoothing_below_one_is_refused():
+    n, rho = 6, 0.1
+    sampler = NaturalSampler(damping=rho, smoothing=1.0)
+    good = random_fisher(n, rank=3, seed=0)
+    assert sampler.update(0, good)
+    kept = sampler.factors[0].copy()
+    assert not sampler.update(0, good * (1e-310 / np.trace(good)))  # n / trace overflows: an inf factor before
+    np.testing.assert_array_equal(sampler.factors[0], kept)
+    assert np.all(np.isfinite(sampler.sample(np.random.RandomState(0), 0, n, 5)))
+    with pytest.raises(ValueError, match="fisher_rank with smoothing < 1 is not supported"):
+        nevergrad_zonp.ZerothOrder(fisher_rank=8, smoothing=0.5)
+
+
 def test_compact_smoothing_blends_with_the_stored_low_rank_estimate():
     n, rho = 16, 0.1
     first, second = random_fisher(n, rank=2, seed=1), random_fisher(n, rank=2, seed=2)

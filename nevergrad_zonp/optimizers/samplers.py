@@ -149,6 +149,8 @@ class NaturalSampler:
         if not (np.all(np.isfinite(fisher)) and np.isfinite(trace) and trace > 0):
             return False
         normalised = fisher * (size / trace)
+        if not np.all(np.isfinite(normalised)):  # a positive but subnormal trace: size / trace overflows
+            return False
         if self.smoothing < 1:
             normalised = self.smoothing * normalised + (1 - self.smoothing) * self._dense_previous(block, size)
         symmetric = 0.5 * (normalised + normalised.T)
@@ -164,6 +166,8 @@ class NaturalSampler:
         try:
             factor = np.linalg.cholesky(symmetric + self.damping * np.eye(size))
         except np.linalg.LinAlgError:
+            return False
+        if not np.all(np.isfinite(factor)):
             return False
         if self.smoothing < 1:
             self.fishers[block] = normalised.astype(self.storage)

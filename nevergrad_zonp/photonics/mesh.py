@@ -6,7 +6,10 @@ the same pair (two phases).  ``Clements(K, L)`` has ``L`` MZI columns, alternati
 pairs ``(0,1), (2,3), ...`` (even columns) and ``(1,2), (3,4), ...`` (odd columns), so it
 is a sequence of ``S = 2L`` stage columns (DESIGN.md section 5; layout of W. R. Clements
 et al., "Optimal design for universal multiport interferometers", Optica 3, 1460, 2016).
-With ``L = K`` and no fabrication errors the mesh is unitary and universal.
+With ``L = K`` and no fabrication errors the mesh is unitary, and universal up to a diagonal
+phase screen on its outputs: its ``K (K - 1)`` phases reach every unitary once a ``K``-phase
+screen is added (as the recurrent network's ``PSdiag`` does), not alone (``U(K)`` has ``K^2``
+dimensions).
 
 Phase count: ``L (K - 1)`` for odd ``K`` or even ``L``, and ``L (K - 1) + 1`` for even
 ``K`` with odd ``L`` (even columns hold one more MZI).  ``Clements(8, 8)`` has 56 phases.

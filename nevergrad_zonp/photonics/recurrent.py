@@ -45,7 +45,8 @@ class MZIRecurrentNetwork(nn.Module):
         scale = 1.0 / math.sqrt(vocabulary)
         self.input_real = nn.Parameter(scale * torch.randn(vocabulary, ports, generator=generator))
         self.input_imag = nn.Parameter(scale * torch.randn(vocabulary, ports, generator=generator))
-        self.readout = nn.Linear(2 * ports, classes)
+        with torch.random.fork_rng(devices=[]):  # its default init draws from the global generator: keep the caller's
+            self.readout = nn.Linear(2 * ports, classes)  # (overwritten from ``generator`` below)
         bound = 1.0 / math.sqrt(2 * ports)
         with torch.no_grad():
             self.readout.weight.uniform_(-bound, bound, generator=generator)

@@ -14,6 +14,9 @@ import typing as tp
 import torch
 from torch import nn
 
+from nevergrad_zonp._checks import integer_at_least
+from nevergrad_zonp.photonics.chip import transfer_parameters
+
 Metric = tp.Callable[[torch.Tensor, torch.Tensor], float]
 Loss = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,11 +80,16 @@ def pretrain(
     """Backprop training (Adam) of ``model`` (default: the task's ideal model) on the train split.
 
     This is the first half of the papers' protocol: a few epochs of exact gradients on the
-    simulated model, before zeroth-order fine-tuning on the chip.  Returns the mean training
-    loss of each epoch.
+    simulated model, before zeroth-order fine-tuning on the chip.  Training the task's own
+    model (``model=None``) programs the result onto its chip too (:func:`~nevergrad_zonp.photonics.transfer_parameters`),
+    so ``ModelAdapter.from_task(task, on="chip")`` starts from the pretrained setting.
+    Returns the mean training loss of each epoch.
     """
+    own = model is None  # the task's own model: its chip is programmed with the result
     model = task.model if model is None else model
     inputs, targets = task.train
+    if not integer_at_least(epochs, 0) or not len(inputs):
+        raise ValueError(f"pretrain needs a non-negative integer of epochs and a non-empty train split, got {epochs!r} and {len(inputs)} samples")
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -98,4 +106,6 @@ def pretrain(
             total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / count)
+    if own and task.chip is not None:  # the protocol's second half starts from this setting
+        transfer_parameters(task.model, task.chip)
     return history

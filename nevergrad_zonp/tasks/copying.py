@@ -31,6 +31,7 @@ import math
 import torch
 from torch.nn import functional
 
+from nevergrad_zonp._checks import integer_at_least
 from nevergrad_zonp.photonics.chip import FabricationErrors, fabricate
 from nevergrad_zonp.photonics.recurrent import MZIRecurrentNetwork
 from nevergrad_zonp.tasks.base import Task
@@ -45,8 +46,11 @@ CLASSES = CATEGORIES + 1
 
 def copying_data(n: int, *, delay: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` input and target token sequences, both of shape ``(n, delay + 20)`` (integers)."""
-    if delay < 1:
-        raise ValueError(f"the delay must be at least 1, got {delay}")
+    if not integer_at_least(delay, 1):
+        raise ValueError(f"the delay must be an integer of at least 1, got {delay!r}")
+    if not integer_at_least(n, 1):
+        raise ValueError(f"the number of sequences must be a positive integer, got {n!r}")
+    delay, n = int(delay), int(n)
     length = delay + 2 * SEQUENCE_SYMBOLS
     symbols = torch.randint(1, CATEGORIES + 1, (n, SEQUENCE_SYMBOLS), generator=generator)
     inputs = torch.full((n, length), BLANK, dtype=torch.long)

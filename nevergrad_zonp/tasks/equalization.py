@@ -36,8 +36,11 @@ the initial outputs on the scale of the symbols.  The chip is its twin with fabr
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from nevergrad_zonp._checks import integer_at_least
 from nevergrad_zonp.adapters.hardware import per_setting_squared_error
 from nevergrad_zonp.photonics.chip import FabricationErrors, fabricate
 from nevergrad_zonp.photonics.feedforward import MZIFeedForward
@@ -57,6 +60,15 @@ def channel_equalization_data(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` windows of received samples ``(n, window)`` and their symbols ``d(n - delay)``, shape ``(n, 1)``."""
     span = len(CHANNEL_TAPS)
+    if not integer_at_least(n, 1):
+        raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
+    if not integer_at_least(window, 1):
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    latest = window - 1 + span - 1 - CHANNEL_LEAD  # the newest symbol the first window sees
+    if not (integer_at_least(delay, 0) and delay <= latest):
+        raise ValueError(f"delay must be an integer in [0, {latest}] (the symbols the first window sees), got {delay!r}")
+    if not math.isfinite(snr_db):
+        raise ValueError(f"snr_db must be finite, got {snr_db!r}")
     levels = torch.tensor(SYMBOLS, dtype=torch.float64)
     symbols = levels[torch.randint(len(SYMBOLS), (n + window + span - 2,), generator=generator)]
     # clean[m] = q(m + span - 1 - CHANNEL_LEAD): the taps meet symbols[m], ..., symbols[m + span - 1].
