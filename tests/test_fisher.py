@@ -105,3 +105,20 @@ def test_bad_fisher_inputs_are_named():
         fisher_from_jacobian(np.zeros((2, 3, 1)), np.zeros((2, 3)), "poisson")
     with pytest.raises(ValueError, match="perturbed outputs"):
         finite_difference_jacobian(np.zeros((2, 3)), np.zeros((4, 2, 2)), 1e-3)
+
+
+@pytest.mark.parametrize("margin", [10.0, 30.0, 40.0])
+def test_the_categorical_fisher_stays_exact_and_psd_when_every_softmax_saturates(margin):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(8, 10))
+    logits[np.arange(8), rng.integers(0, 10, 8)] += margin
+    jacobian = rng.normal(size=(8, 10, 20))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    mean = np.einsum("rc,rcn->rn", probs, jacobian)
+    centred = [np.einsum("c,cn,cm->nm", p, j - m, j - m) for p, j, m in zip(probs, jacobian, mean)]
+    exact = sum(centred) / 8  # sum_c p_c (J_c - J^T p)^T (J_c - J^T p), PSD by construction
+    fisher = fisher_from_jacobian(jacobian, logits, "categorical")
+    # the two-term form W^T W - (J^T p)^T (J^T p) lost it all at a margin of 40 (an indefinite matrix)
+    np.testing.assert_allclose(fisher, exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
+    assert np.linalg.eigvalsh(fisher).min() >= -1e-12 * np.abs(exact).max()
