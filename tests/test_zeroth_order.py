@@ -396,7 +396,7 @@ def test_a_truncated_rank_drops_the_small_eigenvalues_only():
     assert np.linalg.norm(compact.covariance(0, n) - full.covariance(0, n)) > 1e-2  # the test can tell them apart
 
 
-def test_a_subnormal_trace_is_kept_out_and_compact_smoothing_below_one_is_refused():
+def test_a_subnormal_trace_is_kept_out():
     n, rho = 6, 0.1
     sampler = NaturalSampler(damping=rho, smoothing=1.0)
     good = random_fisher(n, rank=3, seed=0)
@@ -405,8 +405,6 @@ def test_a_subnormal_trace_is_kept_out_and_compact_smoothing_below_one_is_refuse
     assert not sampler.update(0, good * (1e-310 / np.trace(good)))  # n / trace overflows: an inf factor before
     np.testing.assert_array_equal(sampler.factors[0], kept)
     assert np.all(np.isfinite(sampler.sample(np.random.RandomState(0), 0, n, 5)))
-    with pytest.raises(ValueError, match="fisher_rank with smoothing < 1 is not supported"):
-        nevergrad_zonp.ZerothOrder(fisher_rank=8, smoothing=0.5)
 
 
 def test_compact_smoothing_blends_with_the_stored_low_rank_estimate():
@@ -418,6 +416,25 @@ def test_compact_smoothing_blends_with_the_stored_low_rank_estimate():
         assert compact.update(0, fisher) and dense.update(0, fisher)
     np.testing.assert_allclose(compact.covariance(0, n), dense.covariance(0, n), rtol=1e-4, atol=1e-4)
     assert not compact.fishers  # no dense matrix kept
+
+
+@pytest.mark.parametrize("rank", [4, 8])
+def test_compact_smoothing_keeps_the_priors_isotropic_share_when_the_rank_covers_the_estimates(rank):
+    # A review's case: rank-2 estimates, r >= the blend's rank but < n. Truncating the dense blend
+    # dropped (1 - alpha) I outside the kept eigenvectors (largest variance 9.69 where 1.63 is right).
+    n, rho, alpha = 12, 0.1, 0.5
+    first, second = random_fisher(n, rank=2, seed=1), random_fisher(n, rank=2, seed=2)
+    compact = NaturalSampler(damping=rho, smoothing=alpha, rank=rank, storage="float64")
+    dense = NaturalSampler(damping=rho, smoothing=alpha, storage="float64")
+    for step, fisher in enumerate((first, second)):
+        assert compact.update(0, fisher) and dense.update(0, fisher)
+        expected = dense.covariance(0, n)
+        np.testing.assert_allclose(compact.covariance(0, n), expected, rtol=1e-9, atol=1e-12)
+        draws = compact.shape(0, np.eye(n))  # the draws' linear map M: covariance M^T M
+        np.testing.assert_allclose(draws.T @ draws, expected, rtol=1e-9, atol=1e-12)
+        assert compact.levels[0] == pytest.approx((1 - alpha) ** (step + 1))
+    optimizer = nevergrad_zonp.ZerothOrder(fisher_rank=rank, smoothing=alpha)(parametrization=n, budget=50)
+    assert optimizer._sampler.rank == rank  # the combination is accepted
 
 
 def test_compact_fisher_optimizer_trains_and_its_memory_check_counts_the_basis():

@@ -90,7 +90,10 @@ class NaturalSampler:
     ``O(n_b r)`` time and memory, exact for ``r >= n_b``.  A trace-normalised Fisher
     estimated from a mini-batch of ``m`` samples with ``k`` outputs each has rank at most
     ``m k``, so a rank of that order loses nothing.  Smoothing blends the new estimate with
-    the stored low-rank one.
+    the stored one, ``level I + V diag(lam) V^T``: the isotropic share (``level``, from the
+    ``F = I`` prior) is kept apart and adds to ``rho`` in the formulas above, and only the
+    low-rank part is truncated, so the form stays exact while ``r`` covers the rank of the
+    blended estimates (``alpha m k`` per refresh kept).
 
     ``storage`` is the dtype of the stored matrices (``"float32"`` by default, half of
     float64; ``"float16"`` halves it again and is cast to float32 for each draw).
@@ -115,6 +118,7 @@ class NaturalSampler:
         self.factors: dict[int, np.ndarray] = {}
         self.eigenvalues: dict[int, np.ndarray] = {}
         self.fishers: dict[int, np.ndarray] = {}
+        self.levels: dict[int, float] = {}  # compact form with smoothing: the isotropic share of each block's blend
 
     @property
     def matrices_per_block(self) -> int:
@@ -129,14 +133,9 @@ class NaturalSampler:
         return self.storage.itemsize * size * rank + 8 * rank
 
     def _dense_previous(self, block: int, size: int) -> np.ndarray:
-        if self.rank is None:
-            previous = self.fishers.get(block)
-            return np.eye(size) if previous is None else previous.astype(np.float64)
-        basis = self.factors.get(block)
-        if basis is None:
-            return np.eye(size)
-        basis = basis.astype(np.float64)
-        return (basis * self.eigenvalues[block]) @ basis.T
+        """The full form's stored estimate of ``block`` (``F = I`` before its first refresh)."""
+        previous = self.fishers.get(block)
+        return np.eye(size) if previous is None else previous.astype(np.float64)
 
     def update(self, block: int, fisher: np.ndarray) -> bool:
         """Blends in a new Fisher estimate for ``block`` and refactorises.
@@ -151,18 +150,11 @@ class NaturalSampler:
         normalised = fisher * (size / trace)
         if not np.all(np.isfinite(normalised)):  # a positive but subnormal trace: size / trace overflows
             return False
+        if self.rank is not None:
+            return self._update_compact(block, size, normalised)
         if self.smoothing < 1:
             normalised = self.smoothing * normalised + (1 - self.smoothing) * self._dense_previous(block, size)
         symmetric = 0.5 * (normalised + normalised.T)
-        if self.rank is not None:
-            try:
-                values, vectors = np.linalg.eigh(symmetric)
-            except np.linalg.LinAlgError:
-                return False
-            keep = min(self.rank, size)
-            self.eigenvalues[block] = np.maximum(values[::-1][:keep], 0.0)
-            self.factors[block] = np.ascontiguousarray(vectors[:, ::-1][:, :keep]).astype(self.storage)
-            return True
         try:
             factor = np.linalg.cholesky(symmetric + self.damping * np.eye(size))
         except np.linalg.LinAlgError:
@@ -174,6 +166,39 @@ class NaturalSampler:
         self.factors[block] = factor.astype(self.storage)
         return True
 
+    def _update_compact(self, block: int, size: int, normalised: np.ndarray) -> bool:
+        """The compact form's update: the blend ``level I + V diag(lam) V^T``, its low-rank part truncated to ``r``.
+
+        Smoothing keeps the isotropic share of the blend apart (``level``: ``1 - alpha`` of the
+        ``F = I`` prior after a first refresh, shrinking by ``1 - alpha`` at each one), so
+        truncating the low-rank part never drops it; with ``alpha = 1`` the level is 0.
+        """
+        level, low_rank = 0.0, normalised
+        if self.smoothing < 1:
+            basis = self.factors.get(block)
+            level = (1 - self.smoothing) * (1.0 if basis is None else self.levels.get(block, 0.0))
+            low_rank = self.smoothing * normalised
+            if basis is not None:
+                previous = basis.astype(np.float64)
+                low_rank = low_rank + (1 - self.smoothing) * ((previous * self.eigenvalues[block]) @ previous.T)
+        try:
+            values, vectors = np.linalg.eigh(0.5 * (low_rank + low_rank.T))
+        except np.linalg.LinAlgError:
+            return False
+        keep = min(self.rank, size)  # type: ignore[type-var]
+        self.eigenvalues[block] = np.maximum(values[::-1][:keep], 0.0)
+        self.factors[block] = np.ascontiguousarray(vectors[:, ::-1][:, :keep]).astype(self.storage)
+        self.levels[block] = level
+        return True
+
+    def _damping(self, block: int) -> float:
+        """``rho`` plus the block's isotropic share of a smoothed compact estimate (0 otherwise)."""
+        return self.damping + self.levels.get(block, 0.0)
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("levels", {})  # samplers pickled before the compact form kept its level
+        self.__dict__.update(state)
+
     def covariance(self, block: int, size: int) -> np.ndarray:
         """The sampling covariance ``(F~_b + rho I)^-1`` of a block (for inspection and tests)."""
         factor = self.factors.get(block)
@@ -181,8 +206,8 @@ class NaturalSampler:
             return np.eye(size) / (1 + self.damping)
         if self.rank is not None:
             basis = factor.astype(np.float64)
-            values = self.eigenvalues[block]
-            return (np.eye(size) - (basis * (values / (values + self.damping))) @ basis.T) / self.damping
+            values, damping = self.eigenvalues[block], self._damping(block)
+            return (np.eye(size) - (basis * (values / (values + damping))) @ basis.T) / damping
         inv_factor = solve_triangular(factor.astype(np.float64), np.eye(size), lower=True)
         return inv_factor.T @ inv_factor
 
@@ -202,11 +227,11 @@ class NaturalSampler:
         work = np.float64 if self.storage == np.float64 else np.float32
         if self.rank is not None:
             basis = factor.astype(work, copy=False)
-            values = self.eigenvalues[block]
-            shrink = (1.0 - np.sqrt(self.damping / (values + self.damping))).astype(work)
+            values, damping = self.eigenvalues[block], self._damping(block)
+            shrink = (1.0 - np.sqrt(damping / (values + damping))).astype(work)
             draws = noise.T.astype(work)
             draws = draws - ((draws @ basis) * shrink) @ basis.T
-            return draws.astype(np.float64) / np.sqrt(self.damping)
+            return draws.astype(np.float64) / np.sqrt(damping)
         # No finiteness scan (scipy's default checks the n x n factor on every draw): the factor
         # comes from the Cholesky factorisation of a finite matrix, the noise from the generator.
         return solve_triangular(

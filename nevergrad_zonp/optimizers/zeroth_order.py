@@ -1057,12 +1057,6 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.fisher_refresh = fisher_refresh
         if fisher_rank is not None and not integer_at_least(fisher_rank, 1):
             raise ValueError(f"fisher_rank must be a positive integer or None, got {fisher_rank!r}")
-        if fisher_rank is not None and smoothing < 1:
-            raise ValueError(
-                "fisher_rank with smoothing < 1 is not supported: the compact form keeps r eigenpairs of the blend and "
-                "would drop the (1 - smoothing) share of the previous estimate outside them (covariance off by a factor "
-                "of 5 in a test at r >= rank F); use smoothing=1 (the default) or the full factor"
-            )
         if fisher_storage not in STORAGE_DTYPES:
             raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {fisher_storage!r}")
         self.fisher_rank = None if fisher_rank is None else int(fisher_rank)
