@@ -37,7 +37,6 @@ import torch
 
 def _start(task_name: str, seed: int) -> tp.Tuple[tp.Any, tp.Any, tp.Any]:
     from nevergrad_zonp import ModelAdapter
-    from nevergrad_zonp.photonics import transfer_parameters
     from nevergrad_zonp.tasks.base import pretrain
 
     from .suites import standard_suite
@@ -46,9 +45,7 @@ def _start(task_name: str, seed: int) -> tp.Tuple[tp.Any, tp.Any, tp.Any]:
     torch.manual_seed(seed)
     task = spec.build(seed=seed, **spec.kwargs)
     if spec.pretrain_epochs:
-        pretrain(task, epochs=spec.pretrain_epochs, lr=spec.pretrain_lr, batch_size=spec.batch_size, seed=seed)
-        if task.chip is not None:
-            transfer_parameters(task.model, task.chip)
+        pretrain(task, epochs=spec.pretrain_epochs, lr=spec.pretrain_lr, batch_size=spec.batch_size, seed=seed)  # programs the chip
     adapter = ModelAdapter.from_task(task, on="chip" if task.chip is not None else "model", batch_size=spec.batch_size, seed=seed)
     return spec, task, adapter
 

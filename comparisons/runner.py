@@ -281,9 +281,7 @@ def _execute(spec: RunSpec) -> Record:
     if task_spec.metric not in task.metrics:
         raise ValueError(f"task {task.name!r} has no metric {task_spec.metric!r}; it has {sorted(task.metrics)}")
     if task_spec.pretrain_epochs:
-        _pretrain(task, spec)
-        if task.chip is not None:
-            transfer_parameters(task.model, task.chip)
+        _pretrain(task, spec)  # (programs the chip, if any)
     trained_on = "chip" if task.chip is not None else "model"
     adapter = ModelAdapter.from_task(task, on=trained_on, batch_size=task_spec.batch_size, seed=spec.seed)
     method = METHODS[spec.method]
@@ -352,7 +350,7 @@ def _execute(spec: RunSpec) -> Record:
 
 
 def _pretrain(task: tp.Any, spec: RunSpec) -> None:
-    """Backprop pretraining of ``task.model`` for ``spec``, loaded from ``spec.pretrained_cache`` when stored.
+    """Backprop pretraining of ``task.model`` for ``spec`` (loaded from ``spec.pretrained_cache`` when stored), programmed onto the chip.
 
     Pretraining depends only on the task's builder and keyword arguments, the pretraining
     epochs, learning rate and batch size, and the seed (it draws from its own generator), so
@@ -371,6 +369,8 @@ def _pretrain(task: tp.Any, spec: RunSpec) -> None:
         if path.exists():
             try:
                 task.model.load_state_dict(torch.load(path, weights_only=True))
+                if task.chip is not None:  # as pretrain() does: the stored setting programmed onto the chip
+                    transfer_parameters(task.model, task.chip)
                 return
             except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
                 pass  # unreadable (a run killed while writing it): pretrain again

@@ -140,15 +140,13 @@ def equalization_family(batch_size: int = 100, pretrain_epochs: int = 2) -> tp.C
     """
     from ..tasks.base import pretrain
     from ..tasks.equalization import equalization_task
-    from ..photonics.chip import transfer_parameters
 
     def draw(generator: torch.Generator, count: int) -> tp.List[ModelOptimizee]:
         optimizees = []
         for _ in range(count):
             seed = 10_000 + int(torch.randint(10_000, (1,), generator=generator))
             task = equalization_task(seed, n_train=2000, n_test=10)
-            pretrain(task, epochs=pretrain_epochs, seed=seed)
-            transfer_parameters(task.model, task.chip)
+            pretrain(task, epochs=pretrain_epochs, seed=seed)  # (programs the chip)
             rows = torch.randperm(len(task.train[0]), generator=generator)[:batch_size]
             optimizees.append(ModelOptimizee(task.chip, task.train[0][rows], task.train[1][rows], task.loss))
         return optimizees

@@ -270,6 +270,7 @@ class _ZerothOrder(base.Optimizer):
         self._stepped_blocks: tp.List[int] = []  # blocks of the steps taken since the anchor's iteration started
         self._block_scale = np.ones(num_blocks)
         self._num_recoveries = 0
+        self._flat_steps = 0  # of the first FLAT_CHECK_STEPS steps, those whose queries all gave the base loss
         self._stop_at_budget = False
         self._num_fisher_queries = 0
         self._num_fisher_updates = 0
@@ -500,6 +501,7 @@ class _ZerothOrder(base.Optimizer):
         generator = state.get("_torch_generator")
         if isinstance(generator, torch.Tensor):
             state["_torch_generator"] = _torch_generator(generator)
+        state.setdefault("_flat_steps", 0)  # optimizers pickled before the check
         self.__dict__.update(state)
 
     # ----- Nevergrad hooks -----------------------------------------------------------
@@ -872,7 +874,7 @@ class _ZerothOrder(base.Optimizer):
     def _check_flat(self, base_loss: float, losses: np.ndarray) -> None:
         """Warns once if each of the first :data:`FLAT_CHECK_STEPS` steps saw every query give exactly its base loss."""
         if len(losses) > 1 and bool(np.all(losses == base_loss)):
-            self._flat_steps = getattr(self, "_flat_steps", 0) + 1  # (getattr: optimizers pickled before the check)
+            self._flat_steps += 1
             if self._flat_steps == FLAT_CHECK_STEPS:
                 self._warn(
                     f"In each of the first {FLAT_CHECK_STEPS} iterations every query gave exactly the base loss: the "
