@@ -15,3 +15,13 @@ def test_measure_times_the_forward_apart_with_or_without_a_stand_in(stand_in, la
     assert run["forward_ms"] > 0 and run["overhead_ms"] > 0 and run["loss_ms"] > 0
     if stand_in:  # the stand-in's time is the forward's: at least the 2 ms it waits
         assert run["forward_ms"] >= 2.0
+
+
+@pytest.mark.parametrize("steady_state", [True, False])
+def test_zonp_is_timed_with_a_fisher_factor_on_every_block_unless_asked_for_its_first_period(steady_state):
+    run = measure("digits-q10", "natural", fast=True, iterations=2, steady_state=steady_state)
+    assert run["blocks"] == 6
+    if steady_state:  # every draw of the window solves with a factor, as in a run past its first periods
+        assert run["blocks_with_fisher_at_start"] == 6
+    else:  # a fresh start (the one-iteration warm-up's budget leaves no room for a refresh)
+        assert run["blocks_with_fisher_at_start"] == 0
