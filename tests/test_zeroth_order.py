@@ -381,6 +381,27 @@ def test_compact_and_low_precision_fishers_keep_the_sampling_statistics(rank, st
     assert sampler.block_bytes(n) == (stored.nbytes if rank is None else stored.nbytes + 8 * min(rank, n))
 
 
+@pytest.mark.parametrize("storage", ["float32", "float16", "float64"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_full_factor_draws_equal_scipys_triangular_solve_bit_for_bit(storage, order):
+    """The draw calls LAPACK's trtrs directly: the numbers solve_triangular(L, r, lower=True, trans="T") gives."""
+    from scipy.linalg import solve_triangular
+
+    n = 37
+    sampler = NaturalSampler(damping=0.1, smoothing=1.0, storage=storage)
+    assert sampler.update(0, random_fisher(n, rank=12, seed=4))
+    sampler.factors[0] = np.asarray(sampler.factors[0], order=order)
+    work = np.float64 if storage == "float64" else np.float32
+    for noise in (np.random.RandomState(5).normal(size=(n, 9)), np.random.RandomState(6).normal(size=(n, 3)).astype(np.float32)):
+        expected = solve_triangular(
+            sampler.factors[0].astype(work), noise.astype(work), lower=True, trans="T", check_finite=False
+        ).T.astype(np.float64)
+        drawn = sampler.shape(0, noise)
+        assert drawn.dtype == np.float64
+        np.testing.assert_array_equal(drawn, expected)
+    assert sampler.shape(0, np.zeros((n, 0))).shape == (0, n)
+
+
 def test_a_truncated_rank_drops_the_small_eigenvalues_only():
     n, rho, rank = 20, 0.1, 3
     fisher = random_fisher(n, rank=8, seed=3)
