@@ -7,8 +7,19 @@ Importing the package registers ``ZONP``, ``ZOI``, ``ZOco``, ``ZOSGD``, ``ZOSign
 
 from .adapters import HardwareAdapter, MiniBatches, ModelAdapter
 from .learned import ZOL2L, LearnedZO, ZOL2LNoQuery
+from .learned.optimizer import TrainedSettingsWarning
 from .optimizers import NAMES as _OPTIMIZER_NAMES
-from .optimizers import ZOI, ZONP, ZerothOrder, ZOco
+from .optimizers import (
+    ZOI,
+    ZONP,
+    DiscreteParametrizationWarning,
+    FlatQueriesWarning,
+    InvalidQueryWarning,
+    NaturalPerturbationsInactiveWarning,
+    UntoldQueriesWarning,
+    ZerothOrder,
+    ZOco,
+)
 from .optimizers.resources import reuse_freed_memory
 from .oracle import OutputOracle
 from .vectorized import iteration_size, minimize_vectorized, uses_fast_path
@@ -33,5 +44,12 @@ __all__ = [
     "minimize_vectorized",
     "uses_fast_path",
     "reuse_freed_memory",
+    # warnings, to filter or catch by class
+    "InvalidQueryWarning",
+    "FlatQueriesWarning",
+    "UntoldQueriesWarning",
+    "NaturalPerturbationsInactiveWarning",
+    "DiscreteParametrizationWarning",
+    "TrainedSettingsWarning",
 ]
 __version__ = "0.1.0"

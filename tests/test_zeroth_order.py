@@ -596,3 +596,31 @@ def test_a_pickled_optimizer_continues_with_the_same_directions(stream):
     loaded = pickle.loads(pickle.dumps(optimizer))
     asked = [[current.ask().value for _ in range(4)] for current in (optimizer, loaded)]
     np.testing.assert_array_equal(asked[0], asked[1])
+
+
+def test_every_warning_class_is_importable_from_the_package():
+    import warnings as _warnings
+
+    from nevergrad_zonp.learned.optimizer import TrainedSettingsWarning
+    from nevergrad_zonp.optimizers.iterations import DiscreteParametrizationWarning
+    from nevergrad_zonp.optimizers.zeroth_order import FlatQueriesWarning, UntoldQueriesWarning
+
+    for cls in (
+        InvalidQueryWarning, FlatQueriesWarning, UntoldQueriesWarning, NaturalPerturbationsInactiveWarning,
+        DiscreteParametrizationWarning, TrainedSettingsWarning,
+    ):
+        assert getattr(nevergrad_zonp, cls.__name__) is cls and cls.__name__ in nevergrad_zonp.__all__
+        assert issubclass(cls, UserWarning)
+
+    def invalid_query_warnings(ignored: bool) -> int:  # the use it is for: a filter by class
+        opt = nevergrad_zonp.ZOI(parametrization=3, budget=40)
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            if ignored:
+                _warnings.filterwarnings("ignore", category=nevergrad_zonp.InvalidQueryWarning)
+            for _ in range(40):
+                candidate = opt.ask()
+                opt.tell(candidate, math.nan)
+        return sum(issubclass(w.category, nevergrad_zonp.InvalidQueryWarning) for w in caught)
+
+    assert invalid_query_warnings(ignored=False) > 0 and invalid_query_warnings(ignored=True) == 0

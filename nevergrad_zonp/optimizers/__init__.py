@@ -7,12 +7,14 @@ the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registere
 """
 
 from .cma_presets import cma_es, population_size
-from .iterations import IterationRequest
+from .iterations import DiscreteParametrizationWarning, IterationRequest
 from .nes import SNES, XNES, NaturalEvolutionStrategy
 from .registration import register
 from .zeroth_order import (
+    FlatQueriesWarning,
     InvalidQueryWarning,
     NaturalPerturbationsInactiveWarning,
+    UntoldQueriesWarning,
     ZerothOrder,
 )
 
@@ -39,8 +41,11 @@ __all__ = [
     "NaturalEvolutionStrategy",
     "cma_es",
     "population_size",
+    "DiscreteParametrizationWarning",
+    "FlatQueriesWarning",
     "InvalidQueryWarning",
     "IterationRequest",
     "NaturalPerturbationsInactiveWarning",
+    "UntoldQueriesWarning",
     "register",
 ]
