@@ -134,6 +134,48 @@ def test_query_rnn_directions_are_used_with_their_probability(fresh_weights, pro
     assert np.mean(std**2) == pytest.approx(1.0) and np.ptp(std) > 0.05  # a diagonal, not isotropic
 
 
+def test_the_query_rnn_steps_once_per_learned_update_also_when_iterations_are_asked_ahead(fresh_weights, tmp_path):
+    """As in meta-training: one QueryRNN step per UpdateRNN step of a block, however many iterations are asked ahead."""
+    loss = lambda x: float(np.sum((x - 0.3) ** 2))  # noqa: E731
+
+    def state_after(ahead: int) -> torch.Tensor:
+        param = ng.p.Array(shape=(6,))
+        param.random_state.seed(0)
+        optimizer = LearnedZO(weights=fresh_weights, query_probability=1.0, num_directions=3)(
+            parametrization=param, budget=10_000, num_workers=ahead
+        )
+        for _ in range(4):  # one iteration in sequence: a history for the QueryRNN to read (zeros leave it at 0)
+            candidate = optimizer.ask()
+            optimizer.tell(candidate, loss(candidate.value))
+        asked = [optimizer.ask() for _ in range(4 * ahead)]  # `ahead` iterations, none told yet
+        assert len({c.value.tobytes() for c in asked}) == 1 + 3 * ahead  # `ahead` iterations from one point
+        state = optimizer._query_state[0].clone()
+        for candidate in asked:
+            optimizer.tell(candidate, loss(candidate.value))
+        return state, optimizer
+
+    state_one, one = state_after(1)
+    state_ahead, ahead = state_after(3)
+    # 1 iteration: one QueryRNN step; 3 iterations asked at the same point: still one step
+    # (before, three steps on the same input), and all of them used the QueryRNN's output
+    assert bool(state_one.abs().max() > 0)
+    torch.testing.assert_close(state_ahead, state_one, rtol=0, atol=0)
+    assert ahead.num_learned_queries == 4 and ahead._block_updates.tolist() == [2]
+    # the next iteration, after the update, reads the new history: a second step
+    candidate = ahead.ask()
+    assert not torch.equal(ahead._query_state[0], state_ahead)
+    ahead.tell(candidate, loss(candidate.value))
+    # dump/load keeps the bookkeeping; an optimizer pickled before it loads with a fresh one
+    ahead.dump(tmp_path / "l2l.pkl")
+    loaded = type(ahead).load(tmp_path / "l2l.pkl")
+    assert loaded._block_updates.tolist() == [2] and set(loaded._query_outputs) == {0}
+    state = dict(ahead.__getstate__())
+    del state["_block_updates"], state["_query_outputs"]
+    old = object.__new__(type(ahead))
+    old.__setstate__(state)
+    assert old._block_updates.tolist() == [0] and old._query_outputs == {}
+
+
 def test_the_learned_optimizer_on_a_model_adapter_and_minimize_vectorized():
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(64, 4, generator=gen)

@@ -17,7 +17,10 @@ The same ``Q + 1`` queries per iteration on one mini-batch, budget accounting, n
 loss handling (a bad base loss sends the iterate back and resets the blocks' RNN states),
 ask/tell, the iteration-level fast path and dump/load as every ZO optimizer of the package.
 One difference: an iteration asked ahead (several workers) whose base point the iterate has
-left by the time it is told is not used (its queries are spent).
+left by the time it is told is not used (its queries are spent).  The QueryRNN steps once
+per learned update of a block, as in meta-training: iterations asked ahead on a block
+before its next update read the same history and share one output (their random draws
+differ), instead of stepping the state once per iteration on the same input.
 The RNN states (hidden and cell, 10 numbers each per coordinate and network) are part of the
 optimizer's state and pickle with it.
 """
@@ -83,6 +86,11 @@ class _LearnedZO(_ZerothOrder):
         self._previous_estimate = np.zeros(count)
         self._previous_update = np.zeros(count)
         self._num_learned_queries = 0
+        # The QueryRNN steps once per learned update of a block, as in meta-training: an
+        # iteration begun on a block before its previous one was told (several workers) reads
+        # the same history and gets the same output, without advancing the state again.
+        self._block_updates = np.zeros(self.num_blocks, dtype=np.int64)  # learned updates applied per block
+        self._query_outputs: tp.Dict[int, tp.Tuple[int, torch.Tensor]] = {}  # block -> (updates when read, output)
 
     @property
     def num_learned_queries(self) -> int:
@@ -117,11 +125,16 @@ class _LearnedZO(_ZerothOrder):
         if self._learned.query:
             # The QueryRNN reads the block's history at every iteration; its output is used with
             # the configured probability (the paper's test-time rule), isotropic queries otherwise.
-            with torch.no_grad():
-                output, state = self._query_rnn(
-                    self._query_features(start, stop), self._state_slice(self._query_state, start, stop)
-                )
-            self._store(self._query_state, state, start, stop)
+            cached = self._query_outputs.get(block)
+            if cached is not None and cached[0] == self._block_updates[block]:
+                output = cached[1]  # no learned update of this block since its last read: nothing new to read
+            else:
+                with torch.no_grad():
+                    output, state = self._query_rnn(
+                        self._query_features(start, stop), self._state_slice(self._query_state, start, stop)
+                    )
+                self._store(self._query_state, state, start, stop)
+                self._query_outputs[block] = (int(self._block_updates[block]), output)
             if self._rng.rand() < self._learned.query_probability:
                 std = query_std(output).numpy()
                 self._num_learned_queries += 1
@@ -150,6 +163,7 @@ class _LearnedZO(_ZerothOrder):
         self._x[start:stop] += (scale * self._learned.update_scale) * update
         self._previous_estimate[start:stop] = grad
         self._previous_update[start:stop] = update  # the QueryRNN's input as in meta-training (unscaled)
+        self._block_updates[block] += 1
 
     def _reset_block(self, block: int) -> None:
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
@@ -158,6 +172,13 @@ class _LearnedZO(_ZerothOrder):
             state[1][start:stop] = 0.0
         self._previous_estimate[start:stop] = 0.0
         self._previous_update[start:stop] = 0.0
+        self._query_outputs.pop(block, None)  # the state is back at its start: read afresh
+
+    def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
+        super().__setstate__(state)
+        if "_block_updates" not in state:  # pickled before the QueryRNN stepped once per learned update
+            self._block_updates = np.zeros(len(self._bounds) - 1, dtype=np.int64)
+            self._query_outputs = {}
 
 
 class LearnedZO(base.ConfiguredOptimizer):
