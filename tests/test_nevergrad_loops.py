@@ -339,10 +339,18 @@ def test_queries_below_the_objectives_resolution_are_warned_of():
 
     with pytest.warns(FlatQueriesWarning, match="every query gave exactly the base loss: the displacement .*mu = 0.001"):
         ng.optimizers.registry["ZOI"](4, budget=200).minimize(quantized)
-    half = torch.nn.Linear(6, 3).half()
-    adapter = nevergrad_zonp.ModelAdapter(half, (torch.randn(40, 6).half(), torch.randint(0, 3, (40,))), output="categorical")
+    # Seeded: whether every query of a float16 model rounds to its base loss depends on its
+    # weights and data (3 of 8 seeds at the default mu; unseeded, the test failed or passed
+    # with the torch random state the tests before it left).
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        half = torch.nn.Linear(6, 3).half()
+        data = (torch.randn(40, 6).half(), torch.randint(0, 3, (40,)))
+    adapter = nevergrad_zonp.ModelAdapter(half, data, output="categorical")
+    optimizer = nevergrad_zonp.ZerothOrder(sampler="isotropic")(adapter.parametrization, 200)
+    optimizer.parametrization.random_state.seed(0)
     with pytest.warns(FlatQueriesWarning):
-        nevergrad_zonp.minimize_vectorized(nevergrad_zonp.ZerothOrder(sampler="isotropic")(adapter.parametrization, 200), adapter)
+        nevergrad_zonp.minimize_vectorized(optimizer, adapter)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FlatQueriesWarning)
         ng.optimizers.registry["ZOI"](4, budget=200).minimize(square)
