@@ -160,7 +160,7 @@ def test_the_query_rnn_steps_once_per_learned_update_also_when_iterations_are_as
     # (before, three steps on the same input), and all of them used the QueryRNN's output
     assert bool(state_one.abs().max() > 0)
     torch.testing.assert_close(state_ahead, state_one, rtol=0, atol=0)
-    assert ahead.num_learned_queries == 4 and ahead._block_updates.tolist() == [2]
+    assert ahead.num_learned_queries == 4 and ahead.num_steps == 2  # the iterations asked ahead but one were dropped
     # the next iteration, after the update, reads the new history: a second step
     candidate = ahead.ask()
     assert not torch.equal(ahead._query_state[0], state_ahead)
@@ -168,12 +168,12 @@ def test_the_query_rnn_steps_once_per_learned_update_also_when_iterations_are_as
     # dump/load keeps the bookkeeping; an optimizer pickled before it loads with a fresh one
     ahead.dump(tmp_path / "l2l.pkl")
     loaded = type(ahead).load(tmp_path / "l2l.pkl")
-    assert loaded._block_updates.tolist() == [2] and set(loaded._query_outputs) == {0}
+    torch.testing.assert_close(loaded._query_outputs[0], ahead._query_outputs[0], rtol=0, atol=0)
     state = dict(ahead.__getstate__())
-    del state["_block_updates"], state["_query_outputs"]
+    del state["_query_outputs"]
     old = object.__new__(type(ahead))
     old.__setstate__(state)
-    assert old._block_updates.tolist() == [0] and old._query_outputs == {}
+    assert old._query_outputs == {}
 
 
 def test_the_learned_optimizer_on_a_model_adapter_and_minimize_vectorized():

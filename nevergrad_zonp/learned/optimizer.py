@@ -89,8 +89,7 @@ class _LearnedZO(_ZerothOrder):
         # The QueryRNN steps once per learned update of a block, as in meta-training: an
         # iteration begun on a block before its previous one was told (several workers) reads
         # the same history and gets the same output, without advancing the state again.
-        self._block_updates = np.zeros(self.num_blocks, dtype=np.int64)  # learned updates applied per block
-        self._query_outputs: tp.Dict[int, tp.Tuple[int, torch.Tensor]] = {}  # block -> (updates when read, output)
+        self._query_outputs: tp.Dict[int, torch.Tensor] = {}  # block -> output read since its latest update
 
     @property
     def num_learned_queries(self) -> int:
@@ -125,16 +124,14 @@ class _LearnedZO(_ZerothOrder):
         if self._learned.query:
             # The QueryRNN reads the block's history at every iteration; its output is used with
             # the configured probability (the paper's test-time rule), isotropic queries otherwise.
-            cached = self._query_outputs.get(block)
-            if cached is not None and cached[0] == self._block_updates[block]:
-                output = cached[1]  # no learned update of this block since its last read: nothing new to read
-            else:
+            output = self._query_outputs.get(block)  # read since the block's latest update: nothing new to read
+            if output is None:
                 with torch.no_grad():
                     output, state = self._query_rnn(
                         self._query_features(start, stop), self._state_slice(self._query_state, start, stop)
                     )
                 self._store(self._query_state, state, start, stop)
-                self._query_outputs[block] = (int(self._block_updates[block]), output)
+                self._query_outputs[block] = output
             if self._rng.rand() < self._learned.query_probability:
                 std = query_std(output).numpy()
                 self._num_learned_queries += 1
@@ -163,7 +160,7 @@ class _LearnedZO(_ZerothOrder):
         self._x[start:stop] += (scale * self._learned.update_scale) * update
         self._previous_estimate[start:stop] = grad
         self._previous_update[start:stop] = update  # the QueryRNN's input as in meta-training (unscaled)
-        self._block_updates[block] += 1
+        self._query_outputs.pop(block, None)  # a new history: the next iteration on the block reads it
 
     def _reset_block(self, block: int) -> None:
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
@@ -175,10 +172,8 @@ class _LearnedZO(_ZerothOrder):
         self._query_outputs.pop(block, None)  # the state is back at its start: read afresh
 
     def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
+        state.setdefault("_query_outputs", {})  # pickled before the QueryRNN stepped once per learned update
         super().__setstate__(state)
-        if "_block_updates" not in state:  # pickled before the QueryRNN stepped once per learned update
-            self._block_updates = np.zeros(len(self._bounds) - 1, dtype=np.int64)
-            self._query_outputs = {}
 
 
 class LearnedZO(base.ConfiguredOptimizer):
