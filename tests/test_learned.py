@@ -176,6 +176,37 @@ def test_the_query_rnn_steps_once_per_learned_update_also_when_iterations_are_as
     assert old._query_outputs == {}
 
 
+def test_query_std_is_what_the_next_iteration_uses_and_a_recovery_reads_afresh(fresh_weights):
+    loss = lambda values: np.sum((values - 0.3) ** 2, axis=1)  # noqa: E731
+    param = ng.p.Array(shape=(4,))
+    param.random_state.seed(0)
+    optimizer = LearnedZO(weights=fresh_weights, query_probability=1.0, num_directions=3)(parametrization=param, budget=10**4)
+    for _ in range(3):  # a history
+        request = optimizer.ask_iteration()
+        optimizer.tell_iteration(request, loss(request.theta[None] + request.deltas))
+    # an iteration whose queries all fail: no update, so the block's QueryRNN output is kept
+    request = optimizer.ask_iteration()
+    optimizer.tell_iteration(request, np.r_[loss(request.theta[None])[:1], np.full(3, np.nan)])
+    announced = optimizer.query_std(0)
+    state = optimizer._query_state[0].clone()
+    request = optimizer.ask_iteration()
+    np.testing.assert_array_equal(request.deltas[1:] / (1e-3 / 2), optimizer._iterations[request.index].directions)
+    torch.testing.assert_close(optimizer._query_state[0], state, rtol=0, atol=0)  # not stepped again
+    np.testing.assert_allclose(announced, query_std(optimizer._query_outputs[0]).numpy(), rtol=0, atol=0)
+    optimizer.tell_iteration(request, loss(request.theta[None] + request.deltas))  # a step: the next read is new
+    assert 0 not in optimizer._query_outputs
+    # a non-finite base loss sends the iterate back and resets the block stepped since: its next read starts from zeros
+    request = optimizer.ask_iteration()
+    assert 0 in optimizer._query_outputs
+    optimizer.tell_iteration(request, np.full(request.size, np.nan))
+    assert optimizer.num_recoveries == 1 and 0 not in optimizer._query_outputs
+    optimizer.ask_iteration()
+    update, query, _ = load_weights(fresh_weights)
+    with torch.no_grad():
+        _, (hidden, _) = query(torch.zeros(4, 2, dtype=torch.float64), query.initial_state(4))
+    torch.testing.assert_close(optimizer._query_state[0], hidden, rtol=0, atol=0)
+
+
 def test_the_learned_optimizer_on_a_model_adapter_and_minimize_vectorized():
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(64, 4, generator=gen)

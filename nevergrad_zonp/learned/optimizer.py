@@ -97,7 +97,10 @@ class _LearnedZO(_ZerothOrder):
         return self._num_learned_queries
 
     def query_std(self, block: int) -> np.ndarray:
-        """The standard deviations the QueryRNN would give ``block`` now (without advancing its state)."""
+        """The standard deviations the next iteration on ``block`` would use (without advancing the QueryRNN)."""
+        cached = self._query_outputs.get(block)
+        if cached is not None:  # read since the block's latest update: the next iteration reuses it
+            return query_std(cached).numpy()
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         with torch.no_grad():
             output, _ = self._query_rnn(self._query_features(start, stop), self._state_slice(self._query_state, start, stop))
@@ -122,8 +125,9 @@ class _LearnedZO(_ZerothOrder):
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         std: tp.Optional[np.ndarray] = None
         if self._learned.query:
-            # The QueryRNN reads the block's history at every iteration; its output is used with
-            # the configured probability (the paper's test-time rule), isotropic queries otherwise.
+            # The QueryRNN reads the block's history once per learned update of the block (an
+            # iteration without a new history reuses its output); the output is used with the
+            # configured probability (the paper's test-time rule), isotropic queries otherwise.
             output = self._query_outputs.get(block)  # read since the block's latest update: nothing new to read
             if output is None:
                 with torch.no_grad():
