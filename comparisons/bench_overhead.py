@@ -15,7 +15,7 @@ data, batch 100) at Q = 100.  One torch thread and one BLAS thread (as the harne
 the timed window is one Fisher period (ZONP refreshes once in it, as often as in a run),
 and ZONP starts it with a Fisher factor on every block, as a run past its first periods
 has (each draw then solves with one; ``--first-period`` times a fresh start instead, where
-most draws are isotropic and ZONP looked cheaper than it runs).
+no block has a factor and ZONP looked cheaper than it runs).
 The fast path is timed as the optimizer runs by default (``--prefetch off``) and/or with
 the next iteration's directions drawn in a background thread during the forward
 (``--prefetch on``, ``ZerothOrder(prefetch=True)``); the
@@ -121,8 +121,8 @@ def _factor_on_every_block(optimizer: tp.Any) -> None:
     """Gives every block of a ZONP optimizer a Fisher factor, untimed: the state of a run past its first periods.
 
     A run past its first few hundred iterations has a factor on every block, and each of its
-    draws solves with one (``O(Q n_b^2)``); in the first Fisher period of a fresh start most
-    draws are isotropic (no factor yet), which would hide that cost.  Up to
+    draws solves with one (``O(Q n_b^2)``); in the first Fisher period of a fresh start every
+    draw is isotropic (no factor yet), which would hide that cost.  Up to
     :data:`REAL_ESTIMATES_UP_TO` blocks each is estimated for real (block-output queries on
     mini-batch 0); beyond (the 66 blocks of the 33,642-parameter Mixer, 2-3 s each) the
     largest block's estimate, cut to each block's size, is given to the others: a draw's cost
@@ -261,7 +261,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--first-period", action="store_true",
-        help="time ZONP in its first Fisher period from a fresh start (few blocks with a factor) instead of the steady state",
+        help="time ZONP in its first Fisher period from a fresh start (no block with a factor) instead of the steady state",
     )
     parser.add_argument("--out", help="JSON file of all measurements")
     args = parser.parse_args()

@@ -25,3 +25,14 @@ def test_zonp_is_timed_with_a_fisher_factor_on_every_block_unless_asked_for_its_
         assert run["blocks_with_fisher_at_start"] == 6
     else:  # a fresh start (the one-iteration warm-up's budget leaves no room for a refresh)
         assert run["blocks_with_fisher_at_start"] == 0
+
+
+def test_the_draw_benchmark_runs_and_checks_the_direct_call_against_scipy(monkeypatch, capsys):
+    import sys
+
+    from comparisons import bench_natural_draw
+
+    monkeypatch.setattr(sys, "argv", ["bench_natural_draw", "--size", "12", "--directions", "5", "--repeats", "1", "--number", "1"])
+    bench_natural_draw.main()
+    out = capsys.readouterr().out
+    assert "| trtrs |" in out and "| trmm |" in out and "n = 12, Q = 5" in out

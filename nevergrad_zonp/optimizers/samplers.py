@@ -28,7 +28,7 @@ from scipy.linalg import solve_triangular
 from scipy.linalg.lapack import dtrtrs, strtrs
 
 #: LAPACK's triangular solve per working dtype: what ``scipy.linalg.solve_triangular`` calls,
-#: called directly on each draw (its argument handling costs about 25 us a call).
+#: called directly on each draw, without its argument handling (7 us of a 0.21 ms draw on digits' blocks).
 _TRTRS = {np.dtype(np.float32): strtrs, np.dtype(np.float64): dtrtrs}
 
 
