@@ -38,12 +38,16 @@ def main() -> None:
     from scipy.linalg.lapack import strtrs
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    from nevergrad_zonp.optimizers.samplers import NaturalSampler
+
     torch.set_num_threads(1)
     n, q = args.size, args.directions
     rng = np.random.default_rng(0)
     jacobian = rng.standard_normal((4 * n, n))
-    fisher = jacobian.T @ jacobian / (4 * n)
-    factor = np.linalg.cholesky(fisher * n / np.trace(fisher) + 0.1 * np.eye(n)).astype(np.float32)
+    sampler = NaturalSampler(damping=0.1, smoothing=1.0)  # the default rho and storage: the factor a run keeps
+    if not sampler.update(0, jacobian.T @ jacobian / (4 * n)):
+        raise RuntimeError("the sampler refused the Fisher estimate")
+    factor = sampler.factors[0]
     noise = rng.standard_normal((n, q)).astype(np.float32)
     inverse_t = np.ascontiguousarray(solve_triangular(factor.astype(np.float64), np.eye(n), lower=True).T.astype(np.float32))
     factor_t, noise_t = torch.from_numpy(factor), torch.from_numpy(noise)

@@ -243,12 +243,12 @@ class NaturalSampler:
         # the Cholesky factorisation of a finite matrix, the noise from the generator.
         if not noise.size:
             return np.zeros(noise.shape[::-1])
-        lower = factor.astype(work, copy=False)
+        lower, right = factor.astype(work, copy=False), noise.astype(work, copy=False)
         trtrs = _TRTRS[np.dtype(work)]
         if lower.flags.f_contiguous:
-            solved, info = trtrs(lower, noise.astype(work, copy=False), lower=1, trans=1)
+            solved, info = trtrs(lower, right, lower=1, trans=1)
         else:  # (C order, as stored: trtrs is given the transposed, Fortran-ordered view)
-            solved, info = trtrs(lower.T, noise.astype(work, copy=False), lower=0, trans=0)
+            solved, info = trtrs(lower.T, right, lower=0, trans=0)
         if info != 0:
             raise np.linalg.LinAlgError(f"triangular solve of the block's Fisher factor failed (LAPACK info {info})")
         return solved.T.astype(np.float64)
