@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import typing as tp
 
 from nevergrad.optimization import base
@@ -78,6 +79,27 @@ class Method:
     ) -> base.ConfiguredOptimizer:
         """The configured optimizer of this method."""
         return self.factory(num_directions, step_size, dimension, zo_settings or {})
+
+    def effective_settings(
+        self, num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any] | None = None
+    ) -> dict[str, tp.Any]:
+        """Every setting a run of this method is made with, defaults included (JSON-friendly).
+
+        The optimizer's class and its whole configuration, so that a changed default makes a
+        stored run another run.  Left out: ``direction_stream`` (a run records the stream
+        its directions came from, compared on its own) and, for a method without a Fisher,
+        the Fisher's settings (its runs do not depend on them).
+        """
+        configured = self.build(num_directions, step_size, dimension, zo_settings)
+        keep = self.relevant_settings
+        config = {
+            key: value
+            for key, value in configured.config().items()
+            if key != "direction_stream" and (key not in FISHER_SETTINGS or keep is None or keep(key))
+        }
+        optimizer_class = configured._OptimizerClass  # what actually runs (e.g. the mean-recommending CMA-ES)
+        settings = {"class": f"{optimizer_class.__module__}.{optimizer_class.__qualname__}", "config": config}
+        return json.loads(json.dumps(settings, default=repr))
 
 
 def _zeroth_order(sampler: str, update: str = "adam") -> Factory:

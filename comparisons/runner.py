@@ -151,7 +151,12 @@ def _run_identity(task_settings: tp.Mapping[str, tp.Any], method: str) -> dict[s
 
 
 def _same_run(record: Record, spec: "RunSpec") -> bool:
-    """Whether a stored ``record`` is a run of ``spec`` (same key, relevant task settings and method fingerprint)."""
+    """Whether a stored ``record`` is a run of ``spec``.
+
+    Same key, relevant task settings, method fingerprint, direction stream and effective
+    optimizer settings (:meth:`~comparisons.methods.Method.effective_settings`, defaults
+    included).
+    """
     stored = record.get("settings", {}).get("task")
     if stored is None:
         return False
@@ -162,6 +167,13 @@ def _same_run(record: Record, spec: "RunSpec") -> bool:
     stream = METHODS[spec.method].direction_stream(spec.task.zo_settings)
     if stream is not None and record["settings"].get("direction_stream", UNRECORDED_DIRECTION_STREAM) != stream:
         return False  # other random numbers: another run
+    effective = record["settings"].get("optimizer_settings")
+    dimension = record.get("row", {}).get("dimension")
+    if effective is None or dimension is None:
+        return False  # made without a record of its optimizer's settings: nothing says they are today's
+    task = spec.task
+    if effective != METHODS[spec.method].effective_settings(task.num_directions, spec.step_size, dimension, task.zo_settings):
+        return False  # another optimizer, or a default changed since
     return _run_identity(stored, spec.method) == _run_identity(expected, spec.method)
 
 
@@ -333,6 +345,9 @@ def _execute(spec: RunSpec) -> Record:
         "task": task_spec.settings(),
         "method": spec.method,
         "optimizer": repr(configured),
+        "optimizer_settings": method.effective_settings(
+            task_spec.num_directions, spec.step_size, adapter.dimension, task_spec.zo_settings
+        ),
         "seed": spec.seed,
         "step_name": method.step_name,
         "step_size": spec.step_size,
