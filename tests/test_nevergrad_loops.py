@@ -266,28 +266,26 @@ def test_constraints_are_refused_with_an_error_naming_them(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_finite_difference_optimizers_refuse_stochastic_and_warn_of_discrete_parametrizations(name):
-    from nevergrad_zonp.optimizers.iterations import DiscreteParametrizationWarning
-
+def test_finite_difference_optimizers_refuse_stochastic_and_accept_discrete_parametrizations_silently(name):
     choice = ng.p.Instrumentation(ng.p.Array(shape=(3,)), c=ng.p.Choice(["a", "b", "c"]))
     integer = ng.p.Scalar(lower=0, upper=10).set_integer_casting()
-    if name in ("SNES", "XNES"):  # sampling methods: Nevergrad's own handling of these works for them
-        for parametrization in (choice, integer):
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", DiscreteParametrizationWarning)
-                optimizer = ng.optimizers.registry[name](parametrization, budget=20)
-            optimizer.minimize(lambda *args, **kwargs: 0.0)
-        return
-    with pytest.raises(ValueError, match=r"finite differences .*samples its value \(ng.p.Choice\)"):
-        ng.optimizers.registry[name](choice, budget=50)
-    with pytest.warns(DiscreteParametrizationWarning, match="an integer cast by steps of mu never does"):
-        ng.optimizers.registry[name](integer, budget=50)
+    if name not in ("SNES", "XNES"):  # sampling methods take Nevergrad's stochastic choices as they are
+        with pytest.raises(ValueError, match=r"finite differences .*samples its value \(ng.p.Choice\)"):
+            ng.optimizers.registry[name](choice, budget=50)
+        choice = ng.p.Instrumentation(ng.p.Array(shape=(3,)), c=ng.p.Choice(["a", "b", "c"], deterministic=True))
+    for parametrization in (choice, integer):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            optimizer = ng.optimizers.registry[name](parametrization, budget=20)
+        optimizer.minimize(lambda *args, **kwargs: 0.0)
 
 
 @pytest.mark.parametrize("name", [name for name in NAMES if name not in ("SNES", "XNES")])
 @pytest.mark.parametrize("workers", [1, 11, 60])
 def test_the_recommendation_sees_the_steps_of_iterations_asked_ahead_of_their_tells(name, workers):
-    optimizer = ng.optimizers.registry[name](3, budget=60, num_workers=workers)
+    noisy = ng.p.Array(shape=(3,))
+    noisy.function.deterministic = False  # the iterate is recommended (not the best base point seen)
+    optimizer = ng.optimizers.registry[name](noisy, budget=60, num_workers=workers)
     optimizer.parametrization.random_state.seed(0)
     asked = collections.deque(optimizer.ask() for _ in range(workers))
     last_told = None

@@ -57,10 +57,10 @@ def check_parametrization(parametrization: p.Parameter, optimizer: str, *, finit
       and leaves an evolution strategy's sample untold.
     - For the finite-difference optimizers (``finite_differences``), a stochastic
       parametrization (``ng.p.Choice`` samples its value): a query moved by ``mu`` would see
-      another sampled choice and the estimate would be noise.  A discrete but deterministic
-      one (``TransitionChoice``, a deterministic ``Choice``, integer casting) gets a warning:
-      its discrete coordinates move only where a step crosses a threshold (an integer cast
-      by steps of ``mu`` never does), while the continuous ones train as usual.
+      another sampled choice and the estimate would be noise.  Discrete but deterministic
+      parts (``TransitionChoice``, a deterministic ``Choice``, integer casting) are
+      accepted: the ZO optimizer keeps them out of its gradient estimate and moves them by
+      probes (:func:`continuous_coordinates`, :class:`~nevergrad_zonp.ZerothOrder`).
     """
     constrained = [name or "the parametrization" for name, sub in helpers.flatten(parametrization) if sub._constraint_checkers]
     if constrained:
@@ -75,18 +75,40 @@ def check_parametrization(parametrization: p.Parameter, optimizer: str, *, finit
                 f"{optimizer} estimates gradients by finite differences and needs a deterministic parametrization; "
                 "this one samples its value (ng.p.Choice): use Choice(..., deterministic=True), or SNES, XNES or CMA-ES"
             )
-        if not info.continuous:
-            warnings.warn(
-                f"{optimizer} estimates gradients by finite differences: the discrete parts of this parametrization "
-                "(TransitionChoice, a deterministic Choice, integer casting) move only where a step crosses a "
-                "threshold, an integer cast by steps of mu never does. SNES, XNES or CMA-ES handle them",
-                DiscreteParametrizationWarning,
-                stacklevel=3,
-            )
 
 
-class DiscreteParametrizationWarning(UserWarning):
-    """A finite-difference optimizer was given a parametrization with discrete parts."""
+
+def continuous_coordinates(parametrization: p.Parameter, probe: float = 1e-2) -> tp.Optional[np.ndarray]:
+    """Which standardized coordinates move a continuous value (``None``: all of them).
+
+    Coordinate ``j`` is continuous when a displacement of ``+-probe`` along it changes the
+    value of a non-integer array of the parametrization; the coordinates of a
+    ``TransitionChoice``, a deterministic ``Choice`` or an integer-cast array change only
+    integer-valued parts, in steps, and are discrete.  One probe per coordinate, only for
+    parametrizations that have discrete parts.
+    """
+    if helpers.analyze(parametrization).continuous:
+        return None
+    dimension = parametrization.dimension
+
+    def continuous_values(data: np.ndarray) -> tp.List[np.ndarray]:
+        child = parametrization.spawn_child().set_standardized_data(data)
+        return [
+            np.asarray(sub.value, dtype=np.float64)
+            for _, sub in helpers.flatten(child)
+            if isinstance(sub, p.Data) and not sub.integer
+        ]
+
+    origin = continuous_values(np.zeros(dimension))
+    mask = np.zeros(dimension, dtype=bool)
+    for j in range(dimension):
+        for sign in (1.0, -1.0):
+            data = np.zeros(dimension)
+            data[j] = sign * probe
+            if any(not np.array_equal(a, b) for a, b in zip(continuous_values(data), origin)):
+                mask[j] = True
+                break
+    return mask
 
 
 def plain_array_origin(parametrization: p.Parameter) -> tp.Optional[np.ndarray]:
