@@ -26,7 +26,7 @@ import numpy as np
 
 from .report import LATE_DIVERGENCE
 from .runner import RunSpec, _Runs, write_atomic
-from .suites import LEGACY_STREAM, standard_suite
+from .suites import LEGACY_STREAM, STUDY_SEEDS, standard_suite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ COMPACT_SETTINGS: dict[str, tuple[Setting, ...]] = {
         Setting("ZONP, fisher_rank 16", "ZONP", 0.0173, {"fisher_rank": 16}),
         Setting("ZONP, full Fisher, float16 factor", "ZONP", 0.0173, {"fisher_storage": "float16"}),
         Setting("ZONP, fisher_rank 64, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 64, "fisher_refresh": "per_block"}),
-        # half the block size, the README's recommendation where the full factor does not fit
+        # half the block size, the recommendation of docs/guides/settings.md where the full factor does not fit
         Setting("ZONP, fisher_rank 141, refresh per_block", "ZONP", 0.0173, {"fisher_rank": 141, "fisher_refresh": "per_block"}),
     ),
     # The full-Fisher references on copying are the ``levers`` study's rows with the same
@@ -103,12 +103,11 @@ COMPACT_SETTINGS: dict[str, tuple[Setting, ...]] = {
 }
 STUDIES = {"levers": SETTINGS_BY_TASK, "compact": COMPACT_SETTINGS}
 
-#: The ZO settings every row starts from: the ``standard`` suite's when these studies were run
-#: (the suite has since moved to ``fisher_refresh="per_block"``, on the evidence of the rows
-#: that try it), directions from the legacy stream they were drawn with; frozen here so
-#: that the studies' stored runs stay theirs.
+#: The ZO settings every row starts from (the studies' base: the paper's ``sampled`` refresh
+#: on equalization, ``least_recent`` on copying; rows override them), directions from the
+#: legacy stream they were drawn with; frozen here so that the studies' stored runs stay theirs.
 BASE_SETTINGS: dict[str, dict[str, tp.Any]] = {
-    "equalization": {"fisher_period": 160, **LEGACY_STREAM},
+    "equalization": {"fisher_period": 160, "fisher_refresh": "sampled", **LEGACY_STREAM},
     "copying": {"fisher_period": 300, "fisher_refresh": "least_recent", **LEGACY_STREAM},
 }
 
@@ -116,7 +115,7 @@ BASE_SETTINGS: dict[str, dict[str, tp.Any]] = {
 def specs(
     task_name: str = "equalization", seeds: tp.Sequence[int] | None = None, study: str = "levers"
 ) -> list[tuple[Setting, RunSpec]]:
-    """Every (setting, run) of ``study`` on the ``standard`` suite's task ``task_name`` (its reported seeds by default).
+    """Every (setting, run) of ``study`` on the ``standard`` suite's task ``task_name`` (seeds 0-4 by default, the suite's first five).
 
     The task is the suite's (data, budget, Q, pretraining); its ZO settings are
     :data:`BASE_SETTINGS` with the row's overrides.
@@ -128,7 +127,7 @@ def specs(
         variant = dataclasses.replace(
             task, name=f"{task.name}-{setting.slug}", zo_settings={**BASE_SETTINGS[task_name], **setting.overrides}
         )
-        for seed in suite.seeds if seeds is None else seeds:
+        for seed in STUDY_SEEDS if seeds is None else seeds:
             spec = RunSpec(variant, setting.method, seed, setting.lr, task.budget or suite.budget, suite.checkpoints, "ablation")
             pairs.append((setting, spec))
     return pairs

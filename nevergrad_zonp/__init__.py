@@ -1,6 +1,6 @@
 """nevergrad-zonp: zeroth-order training of black-box neural networks for Nevergrad.
 
-Importing the package registers ``ZONP``, ``ZOI``, ``ZOco``, ``ZOSGD``, ``ZOSignSGD``,
+Importing the package registers ``ZONP``, ``ZONPPaper``, ``ZOI``, ``ZOco``, ``ZOSGD``, ``ZOSignSGD``,
 ``SNES``, ``XNES`` and the learned optimizers ``ZOL2L`` and ``ZOL2LNoQuery`` in
 ``nevergrad.optimizers.registry`` (the list is :data:`NAMES`).
 """
@@ -12,7 +12,7 @@ from .optimizers import NAMES as _OPTIMIZER_NAMES
 from .optimizers import (
     ZOI,
     ZONP,
-    DiscreteParametrizationWarning,
+    ZONPPaper,
     FlatQueriesWarning,
     InvalidQueryWarning,
     NaturalPerturbationsInactiveWarning,
@@ -30,6 +30,7 @@ NAMES = [*_OPTIMIZER_NAMES, "ZOL2L", "ZOL2LNoQuery"]
 __all__ = [
     "NAMES",
     "ZONP",
+    "ZONPPaper",
     "ZOI",
     "ZOco",
     "ZerothOrder",
@@ -49,7 +50,6 @@ __all__ = [
     "FlatQueriesWarning",
     "UntoldQueriesWarning",
     "NaturalPerturbationsInactiveWarning",
-    "DiscreteParametrizationWarning",
     "TrainedSettingsWarning",
 ]
 __version__ = "0.1.0"

@@ -605,12 +605,11 @@ def test_every_warning_class_is_importable_from_the_package():
     import warnings as _warnings
 
     from nevergrad_zonp.learned.optimizer import TrainedSettingsWarning
-    from nevergrad_zonp.optimizers.iterations import DiscreteParametrizationWarning
     from nevergrad_zonp.optimizers.zeroth_order import FlatQueriesWarning, UntoldQueriesWarning
 
     for cls in (
         InvalidQueryWarning, FlatQueriesWarning, UntoldQueriesWarning, NaturalPerturbationsInactiveWarning,
-        DiscreteParametrizationWarning, TrainedSettingsWarning,
+        TrainedSettingsWarning,
     ):
         assert getattr(nevergrad_zonp, cls.__name__) is cls and cls.__name__ in nevergrad_zonp.__all__
         assert issubclass(cls, UserWarning)

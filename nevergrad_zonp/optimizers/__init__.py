@@ -1,13 +1,14 @@
 """Optimizers registered in Nevergrad's registry on import.
 
 ``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` optimizer with three samplers
-(and ``ZOSGD``, ``ZOSignSGD`` the isotropic one with two other update rules);
+(``ZONPPaper`` is ZONP configured as in the paper; ``ZOSGD``, ``ZOSignSGD`` the isotropic
+one with two other update rules);
 ``SNES`` and ``XNES`` are the natural evolution strategy baselines.  :func:`cma_es` builds
 the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registered).
 """
 
 from .cma_presets import cma_es, population_size
-from .iterations import DiscreteParametrizationWarning, IterationRequest
+from .iterations import IterationRequest
 from .nes import SNES, XNES, NaturalEvolutionStrategy
 from .registration import register
 from .zeroth_order import (
@@ -19,6 +20,9 @@ from .zeroth_order import (
 )
 
 ZONP = register(ZerothOrder(sampler="natural"), "ZONP")
+#: ZO-NP as the paper configures it (Fisher refreshed for the sampled block every
+#: ``fisher_period`` iterations, constant learning rate), for reproducing the paper.
+ZONPPaper = register(ZerothOrder(sampler="natural", fisher_refresh="sampled", lr_schedule="constant"), "ZONPPaper")
 ZOI = register(ZerothOrder(sampler="isotropic"), "ZOI")
 ZOco = register(ZerothOrder(sampler="coordinate"), "ZOco")
 #: The update-rule baselines of Ruan et al. (ICLR 2020), isotropic directions like ZOI (ZO-Adam).
@@ -26,11 +30,12 @@ ZOSGD = register(ZerothOrder(sampler="isotropic", update="sgd"), "ZOSGD")
 ZOSignSGD = register(ZerothOrder(sampler="isotropic", update="sign"), "ZOSignSGD")
 
 #: Names this package registers in ``ng.optimizers.registry``.
-NAMES = ["ZONP", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD", "SNES", "XNES"]
+NAMES = ["ZONP", "ZONPPaper", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD", "SNES", "XNES"]
 
 __all__ = [
     "NAMES",
     "ZONP",
+    "ZONPPaper",
     "ZOI",
     "ZOco",
     "ZOSGD",
@@ -41,7 +46,6 @@ __all__ = [
     "NaturalEvolutionStrategy",
     "cma_es",
     "population_size",
-    "DiscreteParametrizationWarning",
     "FlatQueriesWarning",
     "InvalidQueryWarning",
     "IterationRequest",

@@ -1,6 +1,7 @@
 """Block-wise zeroth-order optimization with ZO-I, ZO-co or ZO-NP directions, for Nevergrad.
 
-One optimizer, three samplers (DESIGN.md sections 2 and 3; Sawada, Aoyama and Ikeda, "Natural
+One optimizer, three samplers (docs/method.md, "The zeroth-order estimate" and "Blocks and the
+black-box Fisher"; Sawada, Aoyama and Ikeda, "Natural
 Perturbations for Black-box Training of Neural Networks by Zeroth-Order Optimization",
 ICML 2025).  Iteration ``k``:
 
@@ -55,7 +56,7 @@ from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import UPDATE_RULES, zo_gradient
 from .._checks import integer_at_least, positive_finite
-from .iterations import IterationRequest, check_parametrization, plain_array_origin
+from .iterations import IterationRequest, check_parametrization, continuous_coordinates, plain_array_origin
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
 
@@ -76,7 +77,7 @@ LR_SCHEDULES = ("constant", "cosine")
 #: Default Adam learning rate on a plain Nevergrad problem (standardized space, natural scale 1).
 DEFAULT_LR = 0.1
 #: Default learning rate once an output oracle (a network's parameters) is attached: the
-#: equalization chip trains well at 0.02-0.1 under the cosine schedule, the README's MLP only
+#: equalization chip trains well at 0.02-0.1 under the cosine schedule, the usage example's MLP only
 #: at 0.01-0.03 (0.1 raised its loss), see CHANGELOG.
 DEFAULT_ORACLE_LR = 0.02
 #: Default learning rate of plain ZO-SGD (``update="sgd"``), whose step scales with the
@@ -116,6 +117,8 @@ class InvalidQueryWarning(UserWarning):
 
 #: Factor applied to a block's step scale when a step of it led to a non-finite base loss.
 RECOVERY_SHRINK = 0.5
+#: Largest reach of a discrete probe, in standardized units (it doubles while probes change nothing).
+PROBE_MAX_REACH = 16.0
 #: Per successful step, a shrunk step scale grows back by this factor (doubling in 10 steps).
 RECOVERY_GROWTH = 2.0 ** 0.1
 
@@ -145,6 +148,8 @@ class _Iteration:
     told: int = 0
     limit: tp.Optional[int] = None
     fast: bool = False
+    #: the discrete probe of the last direction, ``(coordinate, displacement)``, if the iteration has one
+    probe: tp.Optional[tp.Tuple[int, float]] = None
 
     @property
     def size(self) -> int:
@@ -282,6 +287,11 @@ class _ZerothOrder(base.Optimizer):
         # The "torch" direction stream's generator, seeded from the Nevergrad random state at the
         # first Gaussian draw (so that seeding the parametrization after building the optimizer counts).
         self._torch_generator: tp.Optional[torch.Generator] = None
+        # Mixed parametrizations: which coordinates are continuous (None: all), the discrete
+        # probes' reach per coordinate, and the best base point seen (see ZerothOrder).
+        self._continuous = continuous_coordinates(self.parametrization)
+        self._probe_reach = None if self._continuous is None else np.ones(self.dimension)
+        self._best: tp.Optional[tp.Tuple[float, np.ndarray]] = None
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
             self.pruning = pruning
@@ -560,12 +570,21 @@ class _ZerothOrder(base.Optimizer):
     def _internal_provide_recommendation(self) -> np.ndarray:
         """The anchor (last iterate whose base loss was seen finite), else the current iterate.
 
+        On a deterministic objective without an output oracle (the parametrization's
+        ``function.deterministic``, Nevergrad's default), the base point of lowest loss seen
+        instead: every iteration evaluates its base point, so this costs nothing and the
+        recommendation is never worse than the start.  With an oracle (mini-batches) or a
+        noisy objective, losses of different points are not comparable and the iterate is
+        recommended.
+
         Once the budget is spent and every asked query told, the current iterate if it moved
         after the anchor: then the budget's last query (the final iterate alone, see
         ``_start_iteration``) was asked before the steps it should have seen were taken, as
         when ``num_workers`` queries are asked ahead of their tells.  In a sequential run that
         query sees the final iterate, so the anchor is the final iterate and nothing changes.
         """
+        if self._best is not None and self._oracle is None and self.parametrization.function.deterministic:
+            return self._best[1].copy()
         if self._anchor is None:
             return self._x.copy()
         left = self._queries_left()
@@ -648,6 +667,9 @@ class _ZerothOrder(base.Optimizer):
             self._num_prefetched += 1
         else:
             directions = self._draw_directions(block, size, num_directions)
+        probe = None
+        if self._continuous is not None:
+            directions, probe = self._mixed_directions(block, start, stop, directions, key)
         iteration = _Iteration(
             index=key,
             block=block,
@@ -657,6 +679,7 @@ class _ZerothOrder(base.Optimizer):
             epoch=self._num_recoveries,
             steps_at_start=self._num_steps,
             batch=batch,
+            probe=probe,
         )
         self._iterations[key] = iteration
         self._num_iterations += 1
@@ -668,6 +691,47 @@ class _ZerothOrder(base.Optimizer):
                 UntoldQueriesWarning,
             )
         return iteration
+
+    def _mixed_directions(
+        self, block: int, start: int, stop: int, directions: np.ndarray, key: int
+    ) -> tp.Tuple[np.ndarray, tp.Optional[tp.Tuple[int, float]]]:
+        """The directions of an iteration on a block of a mixed parametrization, and its discrete probe.
+
+        Gaussian directions (isotropic, natural, learned) are restricted to the block's
+        continuous coordinates: a query that crosses a discrete threshold jumps, and the jump
+        divided by ``mu`` would swamp every coordinate of the estimate (coordinate directions
+        touch one coordinate each and need no restriction).  If the block has discrete
+        coordinates, its last direction becomes a probe: one of them, drawn uniformly, moved
+        by its reach (1 in standardized units at first) in a random sign; the probe is kept
+        out of the estimate and accepted when it lowers the base loss (every second iteration
+        when ``Q = 1``).
+        """
+        assert self._continuous is not None and self._probe_reach is not None
+        mask = self._continuous[start:stop]
+        size = stop - start
+        directions = directions.copy()
+        if not isinstance(self._sampler, CoordinateSampler) and not mask.all():
+            directions[:, ~mask] = 0.0
+            if self._config.normalize and directions.size:
+                norms = np.sqrt(np.add.reduce(directions * directions, axis=1, keepdims=True))
+                directions *= math.sqrt(size) / np.maximum(norms, _TINY)
+        discrete = np.flatnonzero(~mask)
+        if not len(discrete) or not len(directions) or (len(directions) == 1 and key % 2 == 0):
+            return directions, None
+        coordinate = start + int(discrete[self._rng.randint(len(discrete))])
+        displacement = float(self._probe_reach[coordinate] * (1.0 if self._rng.rand() < 0.5 else -1.0))
+        directions[-1] = 0.0
+        directions[-1, coordinate - start] = displacement / self._step_size(size)
+        return directions, (coordinate, displacement)
+
+    def _settle_probe(self, probe: tp.Tuple[int, float], base_loss: float, probe_loss: float) -> None:
+        """Takes a discrete probe that lowered the base loss; one that changed nothing reaches twice as far next time."""
+        assert self._probe_reach is not None
+        coordinate, displacement = probe
+        if probe_loss < base_loss:
+            self._x[coordinate] += displacement
+        elif probe_loss == base_loss:  # no threshold crossed
+            self._probe_reach[coordinate] = min(PROBE_MAX_REACH, 2.0 * self._probe_reach[coordinate])
 
     def _draw_directions(self, block: int, size: int, num_directions: int) -> np.ndarray:
         """``(num_directions, size)`` directions of an iteration on ``block`` (normalised if configured)."""
@@ -850,7 +914,13 @@ class _ZerothOrder(base.Optimizer):
             self._anchor, self._anchor_index = iteration.base, iteration.index
             del self._stepped_blocks[: iteration.steps_at_start - self._anchor_steps]
             self._anchor_steps = iteration.steps_at_start
+        if self._best is None or base_loss < self._best[0]:
+            self._best = (base_loss, iteration.base)
         directions = iteration.directions
+        if iteration.probe is not None:
+            if math.isfinite(losses[-1]):  # (NaN when cut short before it)
+                self._settle_probe(iteration.probe, base_loss, float(losses[-1]))
+            losses, directions = losses[:-1], directions[:-1]
         if not all_finite:
             valid = np.isfinite(losses)
             if not valid.any():
@@ -904,7 +974,7 @@ class _ZerothOrder(base.Optimizer):
 class ZerothOrder(base.ConfiguredOptimizer):
     """Block-wise zeroth-order optimizer with Adam; ZO-NP, ZO-I or ZO-co by its sampler.
 
-    Symbols are those of DESIGN.md and the paper.
+    Symbols are those of the paper and of docs/method.md.
 
     Parameters
     ----------
@@ -950,17 +1020,18 @@ class ZerothOrder(base.ConfiguredOptimizer):
         rate to come back from their early overshoot; with cosine, Nevergrad's own
         ``check_optimizer`` on a 2-d quadratic passed 9 of 20 seeds against 19 of 20).
     fisher_refresh: str
-        which block a refresh (every ``fisher_period`` iterations) estimates: ``"sampled"``
-        (default, the paper's: the block sampled at that iteration) or ``"least_recent"``
-        (the block whose Fisher is oldest, never-estimated blocks first; that iteration then
-        steps on it).  With ``B`` blocks and ``R`` refreshes, ``"sampled"`` leaves a block
-        without a Fisher with probability ``(1 - 1/B)^R`` (21 % at B = 7, R = 10);
-        ``"least_recent"`` covers every block once ``R >= B``.  ``"per_block"``: a block's
-        Fisher is estimated when the block is first sampled and again after every
+        when and for which block the Fisher is estimated.  ``"per_block"`` (default): a
+        block's Fisher is estimated when the block is first sampled and again after every
         ``fisher_period`` iterations on that block (its own uses, not the optimizer's
         iterations), so each Fisher is fresh where it is first used; that makes about
-        ``B + iterations / fisher_period`` refreshes, against ``iterations / fisher_period``
-        for the other rules.
+        ``B + iterations / fisher_period`` refreshes.  It is the rule with the lowest final
+        training loss in the ``standard`` comparison suite (docs: results).  ``"sampled"``
+        (the paper's, registered as ``ZONPPaper``): every ``fisher_period`` iterations, the
+        block sampled at that iteration; with ``B`` blocks and ``R`` refreshes it leaves a
+        block without a Fisher with probability ``(1 - 1/B)^R`` (21 % at B = 7, R = 10).
+        ``"least_recent"``: every ``fisher_period`` iterations, the block whose Fisher is
+        oldest (never-estimated blocks first; that iteration then steps on it), which
+        covers every block once ``R >= B``.
     fisher_rank: int or None
         ``None`` (default, the paper's): the full ``n_b x n_b`` Cholesky factor of every
         block's ``F~_b + rho I`` is stored.  ``r``: only the ``r`` leading eigenpairs of
@@ -1014,7 +1085,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         block_selection: str = "random",
         normalize: bool = True,
         lr_schedule: tp.Optional[str] = None,
-        fisher_refresh: str = "sampled",
+        fisher_refresh: str = "per_block",
         fisher_rank: tp.Optional[int] = None,
         fisher_storage: str = "float32",
         update: str = "adam",
