@@ -64,19 +64,21 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         client = Client(args.dask_scheduler)
     started = time.perf_counter()
     counts = {"runs": 0, "skipped": 0}
-    with tqdm(total=suite.num_runs, desc=f"suite {suite.name}", unit="run") as bar:
+    try:
+        with tqdm(total=suite.num_runs, desc=f"suite {suite.name}", unit="run") as bar:
 
-        def progress(spec: RunSpec, skipped: bool) -> None:
-            counts["runs"] += 1
-            counts["skipped"] += skipped
-            if bar.n >= bar.total:  # a grid extension: runs beyond the suite's planned count
-                bar.total += 1
-            bar.set_postfix_str(f"{'skipped ' if skipped else ''}{spec.task.name} {spec.method} seed {spec.seed}")
-            bar.update()
+            def progress(spec: RunSpec, skipped: bool) -> None:
+                counts["runs"] += 1
+                counts["skipped"] += skipped
+                if bar.n >= bar.total:  # a grid extension: runs beyond the suite's planned count
+                    bar.total += 1
+                bar.set_postfix_str(f"{'skipped ' if skipped else ''}{spec.task.name} {spec.method} seed {spec.seed}")
+                bar.update()
 
-        run_suite(suite, args.out, workers=args.workers, client=client, progress=progress)
-    if client is not None:
-        client.close()
+            run_suite(suite, args.out, workers=args.workers, client=client, progress=progress)
+    finally:
+        if client is not None:
+            client.close()
     extensions = max(0, counts["runs"] - suite.num_runs)
     print(
         f"{counts['runs']} runs ({suite.num_runs} planned, {extensions} for grid extensions; {counts['skipped']} "

@@ -1,6 +1,6 @@
 """The attack suite: ZO-L2L against ZO-SGD, ZO-signSGD, ZO-Adam (ZOI) and ZO-NP on black-box attacks.
 
-The seed benchmark of ZO-L2L (Ruan et al., ICLR 2020; DESIGN.md section 7) on the
+The seed benchmark of ZO-L2L (Ruan et al., ICLR 2020; docs/method.md, "The learned optimizer (ZO-L2L)") on the
 package's digits classifier (:mod:`nevergrad_zonp.tasks.attack`): per-image attacks,
 ``Q = 20`` directions, 200 iterations of ``Q + 1`` queries (4,200 queries, ZO-NP's Fisher
 queries included in its budget), one block of all 784 pixels for every method.

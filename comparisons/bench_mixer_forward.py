@@ -1,7 +1,7 @@
 """Seconds per query of the CIFAR-10 MLP-Mixers: V settings in one vmapped call vs one at a time.
 
 A ZO iteration with Q perturbations queries V = Q + 1 parameter settings on one mini-batch
-(DESIGN.md section 2).  The model adapter evaluates them in a single call,
+(docs/method.md, "The zeroth-order estimate").  The model adapter evaluates them in a single call,
 ``torch.vmap(functional_call, in_dims=(0, None))``; this script times that call against a
 Python loop over the settings, on synthetic CIFAR-shaped images
 (:func:`nevergrad_zonp.tasks.cifar.synthetic_cifar10`), without gradients.

@@ -1,7 +1,7 @@
 """Seconds per query of the photonic chip models: Q + 1 settings in one vmapped call vs one at a time.
 
-A zeroth-order iteration evaluates Q + 1 parameter settings on one mini-batch (DESIGN.md
-section 2).  The model adapter does it with one ``torch.func.functional_call`` under
+A zeroth-order iteration evaluates Q + 1 parameter settings on one mini-batch (docs/method.md, "The
+zeroth-order estimate").  The model adapter does it with one ``torch.func.functional_call`` under
 ``torch.vmap`` over a leading variation dimension; this script times that against the
 same settings evaluated in a Python loop, on the chips of the equalization and copying
 tasks, and prints seconds per query (per parameter setting) and the speed-up.

@@ -2,8 +2,8 @@
 
 Each :class:`Method` has ONE tuned step size (the harness tunes nothing else): the Adam
 learning rate ``lr`` of the ZO optimizers, the initial step size ``sigma0`` of the
-evolution strategies; all other settings are the package defaults (DESIGN.md sections
-2-4).  Adding a method is one entry of :data:`METHODS`.
+evolution strategies; all other settings are the package defaults (docs/method.md).  Adding a
+method is one entry of :data:`METHODS`.
 
 - ``ZONP``, ``ZOI``, ``ZOco``: :class:`~nevergrad_zonp.optimizers.ZerothOrder` with the
   natural, isotropic or coordinate sampler, ``Q`` directions (``Q + 1`` queries per
@@ -68,11 +68,6 @@ class Method:
         if not self.gaussian_directions:
             return None
         return str(zo_settings.get("direction_stream", ZerothOrder().direction_stream))
-
-    def relevant(self, zo_settings: tp.Mapping[str, tp.Any]) -> dict[str, tp.Any]:
-        """The part of a task's ``zo_settings`` that this method's runs depend on."""
-        keep = self.relevant_settings
-        return {key: value for key, value in zo_settings.items() if keep is None or keep(key)}
 
     def build(
         self, num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any] | None = None

@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import mannwhitneyu
 
-from .runner import CURVES_FILE, RESULTS_FILE, TUNING_FILE
+from .runner import CURVES_FILE, RESULTS_FILE, SETTINGS_FILE, TUNING_FILE
 
 REPORT_FILE = "report.md"
 #: A run diverged late when its final training loss exceeds this multiple of its best checkpoint.
@@ -160,13 +160,21 @@ def tuning_table(tuning: dict[str, tp.Any]) -> str:
         "| method | step | grid | median final training loss over the tuning seeds | chosen |",
         "|---|---|---|---|---|",
     ]
+    fixed = []
     for name, entry in tuning.items():
+        if "grid" not in entry:  # a step size chosen elsewhere, not tuned here
+            fixed.append(f"{name} ({entry['step_name']} = {entry['chosen']:g})")
+            continue
         grid = ", ".join(f"{step:g}" for step in entry["grid"])
         scores = ", ".join(f"{score:.4g}" for score in entry["scores"])
         mark = " (at the grid's edge)" if entry["at_edge"] else ""
         extended = f"; grid extended {entry['extensions']}x" if entry["extensions"] else ""
         lines.append(f"| {name} | {entry['step_name']} | {grid} | {scores} | {entry['chosen']:g}{mark}{extended} |")
-    return "\n".join(lines)
+    if not fixed:
+        return "\n".join(lines)
+    rules = sorted({entry["rule"] for entry in tuning.values() if "grid" not in entry})
+    text = f"Not tuned here: {', '.join(fixed)}; " + " ".join(rules)
+    return text if len(lines) == 2 else "\n".join(lines) + "\n\n" + text
 
 
 def plot_curves(curves: pd.DataFrame, metric: str, path: Path, title: str) -> None:
@@ -194,6 +202,14 @@ def plot_curves(curves: pd.DataFrame, metric: str, path: Path, title: str) -> No
     figure.savefig(path, dpi=100)
 
 
+def _seed_range(seeds: tp.Sequence[int]) -> str:
+    """``0-4`` for consecutive seeds, else the list."""
+    ordered = sorted(seeds)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ", ".join(str(seed) for seed in ordered)
+
+
 def _maximize(runs: pd.DataFrame) -> bool:
     """Whether the task's metric is better when larger (stored per run; accuracy-like by default)."""
     return bool(runs["maximize"].iloc[0]) if "maximize" in runs else True
@@ -205,15 +221,24 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
     results = pd.read_csv(root / RESULTS_FILE)
     curves = pd.read_csv(root / CURVES_FILE)
     tuning = json.loads((root / TUNING_FILE).read_text())
+    settings_path = root / SETTINGS_FILE
+    groups = json.loads(settings_path.read_text()).get("seed_groups", {}) if settings_path.exists() else {}
     final, final_curves = results[results.phase == "final"], curves[curves.phase == "final"]
+    entries = [entry for task in tuning.values() for entry in task.values()]
+    steps = []
+    if any("grid" in entry for entry in entries):
+        steps.append(
+            "Step sizes tuned on separate seeds (lowest median final training loss over a log-spaced grid of the "
+            "same size for every method, extended where the best point was at an edge)."
+        )
+    steps += sorted({f"Step sizes not tuned here: {entry['rule']}" for entry in entries if "grid" not in entry})
     sections = [
         "# Comparison report",
         "",
         "Mean ± standard deviation over seeds of the reported runs; `train loss` is the final loss of the "
         "recommendation on the full training split; p-values: two-sided Mann-Whitney U of ZONP against each "
         f"method; a late divergence is a run whose final training loss is above {LATE_DIVERGENCE:g} times its best "
-        "checkpoint. Step sizes tuned on separate seeds (lowest median final training loss over a log-spaced grid "
-        "of the same size for every method, extended where the best point was at an edge).",
+        "checkpoint. " + " ".join(steps),
         "",
         "Winners (lowest mean; p: Mann-Whitney U against the runner-up):",
         "",
@@ -236,6 +261,14 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
             "",
             task_table(runs, metric, final_curves[final_curves.task == task]),
             "",
+        ]
+        for label, seeds in groups.items():
+            subset = runs[runs.seed.isin(seeds)]
+            if subset.empty:
+                continue
+            group_curves = final_curves[(final_curves.task == task) & final_curves.seed.isin(seeds)]
+            sections += [f"Seeds {_seed_range(seeds)} alone ({label}):", "", task_table(subset, metric, group_curves), ""]
+        sections += [
             fisher_line(runs),
             "",
             run_time_line(results[results.task == task]),

@@ -52,9 +52,10 @@ Parallelism: runs are submitted to an executor with ``submit(fn, *args)``:
 - ``workers=N``: a ``concurrent.futures.ProcessPoolExecutor`` of N spawned processes;
 - ``executor=``: any ``concurrent.futures.Executor`` you pass;
 - ``client=``: a ``distributed.Client`` (Dask); from the command line
-  ``--dask-scheduler ADDRESS``.  Every Dask worker must be able to import ``comparisons``
-  and ``nevergrad_zonp`` (start the workers from the repository root, or ship the folder
-  with ``client.upload_file``) and read the data paths of the suite.
+  ``--dask-scheduler ADDRESS``.  The package must be installed in every worker's
+  environment (``pip install .`` installs ``comparisons`` beside ``nevergrad_zonp``), and
+  the workers must be able to read the suite's data paths; workers that cannot import the
+  harness are named before any run is sent.
 
 Result files are written by the submitting process, so workers need no shared disk.
 
@@ -136,17 +137,16 @@ class RunSpec:
 UNRECORDED_DIRECTION_STREAM = "legacy"
 
 
-def _run_identity(task_settings: tp.Mapping[str, tp.Any], method: str) -> dict[str, tp.Any]:
-    """The task settings a run of ``method`` depends on (``zo_settings`` reduced to the relevant ones).
+def _run_identity(task_settings: tp.Mapping[str, tp.Any]) -> dict[str, tp.Any]:
+    """The task settings a run depends on besides its optimizer's.
 
-    ``direction_stream`` is left out: a run records the stream it drew from, default or
-    not, and :func:`_same_run` compares that (so a suite that pins ``"legacy"`` reuses the
-    runs stored before the setting existed, and one on the default does not).
+    Left out: which methods a task runs, and ``zo_settings``: they configure the optimizer
+    only, and :func:`_same_run` compares the optimizer's effective settings (defaults
+    included) and the direction stream the run recorded instead.
     """
     identity = dict(task_settings)
-    identity.pop("methods", None)  # which methods a task runs does not change a run
-    zo_settings = {key: value for key, value in identity.get("zo_settings", {}).items() if key != "direction_stream"}
-    identity["zo_settings"] = METHODS[method].relevant(zo_settings)
+    identity.pop("methods", None)
+    identity.pop("zo_settings", None)
     return identity
 
 
@@ -174,7 +174,7 @@ def _same_run(record: Record, spec: "RunSpec") -> bool:
     task = spec.task
     if effective != METHODS[spec.method].effective_settings(task.num_directions, spec.step_size, dimension, task.zo_settings):
         return False  # another optimizer, or a default changed since
-    return _run_identity(stored, spec.method) == _run_identity(expected, spec.method)
+    return _run_identity(stored) == _run_identity(expected)
 
 
 def step_grid(low: float, high: float, size: int) -> list[float]:
@@ -528,6 +528,8 @@ def run_suite(
     unknown = [name for name in suite.methods if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    if client is not None:
+        _check_dask_workers(client)
     owned: concurrent.futures.Executor | None = None
     if client is None and executor is None:
         if workers > 1:
@@ -541,6 +543,7 @@ def run_suite(
             (task.name, name): step_grid(*suite.step_ranges[METHODS[name].step_name], suite.grid_size)
             for task in suite.tasks
             for name in suite.methods_for(task)
+            if suite.fixed_step(task, name) is None
         }
         tasks = {task.name: task for task in suite.tasks}
 
@@ -593,6 +596,12 @@ def run_suite(
                 "seeds": list(suite.tuning_seeds),
                 "rule": TUNING_RULE,
             }
+        for task in suite.tasks:
+            for name in suite.methods_for(task):
+                fixed = suite.fixed_step(task, name)
+                if fixed is not None:
+                    chosen[task.name, name] = fixed
+                    tuning[task.name][name] = {"step_name": METHODS[name].step_name, "chosen": fixed, "rule": suite.steps_rule}
         write_atomic(folder / TUNING_FILE, json.dumps(_merged_tuning(folder / TUNING_FILE, tuning), indent=1))
         final_specs = [
             RunSpec(task, name, seed, chosen[task.name, name], task.budget or suite.budget, suite.checkpoints, "final")
@@ -618,6 +627,29 @@ def run_suite(
     write_atomic(folder / RESULTS_FILE, _merged_table(folder / RESULTS_FILE, results, covered).to_csv(index=False))
     write_atomic(folder / CURVES_FILE, _merged_table(folder / CURVES_FILE, curves, covered).to_csv(index=False))
     return results
+
+
+def _import_error_of_the_harness() -> str | None:
+    """Run on a Dask worker: why it cannot import the harness, if it cannot."""
+    import importlib
+
+    try:
+        importlib.import_module("comparisons.runner")
+    except ImportError as error:
+        return repr(error)
+    return None
+
+
+def _check_dask_workers(client: tp.Any) -> None:
+    """Refuses a cluster whose workers cannot import the harness (their ``dask worker`` would exit at the first run)."""
+    probe = _import_error_of_the_harness
+    probe.__module__ = "__main__"  # sent by value: a worker that lacks the package cannot import it by name
+    failures = {worker: error for worker, error in client.run(probe).items() if error}
+    if failures:
+        raise RuntimeError(
+            f"Dask workers cannot import the comparison harness: {failures}; install nevergrad-zonp with its "
+            "[comparisons] extra in every worker's environment (pip install '.[comparisons]' from the repository)"
+        )
 
 
 def _merged_settings(path: Path, settings: dict[str, tp.Any]) -> dict[str, tp.Any]:

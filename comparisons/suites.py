@@ -4,25 +4,28 @@ A :class:`Suite` is a plain dataclass, so a new comparison is a few lines: list 
 :class:`TaskSpec` (a task constructor from :mod:`nevergrad_zonp.tasks` and its keyword
 arguments) and the method names of :data:`comparisons.methods.METHODS`.
 
-Protocol of every run (DESIGN.md section 1): the task is built from the run's seed; if
+Protocol of every run (docs/method.md, "The problem and the protocol"): the task is built from the
+run's seed; if
 ``pretrain_epochs > 0`` its ideal model is trained by backprop
 (:func:`nevergrad_zonp.tasks.base.pretrain`) and, where the task has a chip, the trained
 parameters are programmed onto the chip (:func:`~nevergrad_zonp.photonics.transfer_parameters`);
 then zeroth-order training runs on the chip where there is one, else on the model, until
 the query budget (Jacobian queries included) is spent.
 
-Two suites are built in (:data:`SUITES`):
+The built-in suites (:data:`SUITES`):
 
-- ``quick``: embedded data only (scikit-learn digits, a small equalization channel), the
-  five methods ZONP, ZOI, ZOco, SNES and CMA-ES, 3 seeds; minutes on 2 CPU cores.
+- ``quick``: the ``standard`` suite's equalization chip, the five methods ZONP, ZOI, ZOco,
+  SNES and CMA-ES with the step sizes ``standard`` tuned, 3 seeds; minutes on 2 CPU cores.
+- ``standard``: both chips and the digits CNN at budgets where ZO-NP gets its Fisher, 10 seeds.
 - ``paper``: the paper's four tasks (FashionMNIST CNN, equalization, copying memory,
-  CIFAR-10 Mixer; DESIGN.md section 6), Q = 100, 8 seeds; FashionMNIST and CIFAR-10 are
+  CIFAR-10 Mixer; docs/method.md, "Tasks"), Q = 100, 8 seeds; FashionMNIST and CIFAR-10 are
   read from local folders given on the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing as tp
 
@@ -106,6 +109,12 @@ class Suite:
         that is marked in ``tuning.json`` and the report.
     checkpoints: curve points per run after the start (at ``budget * i / checkpoints``
         queries, the last one at the end of the run).
+    fixed_steps: ``{task name: {method: step size}}`` chosen elsewhere; a method listed
+        there runs no tuning and uses that step size (``steps_rule`` says where it comes
+        from, and the report quotes it).
+    steps_rule: how ``fixed_steps`` were chosen.
+    seed_groups: ``{label: seeds}``, subsets of ``seeds`` that the report also shows apart
+        (e.g. seeds on which a setting was chosen and seeds held out from every choice).
     """
 
     name: str
@@ -120,6 +129,9 @@ class Suite:
     )
     checkpoints: int = 10
     max_extensions: int = 3
+    fixed_steps: tp.Mapping[str, tp.Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    steps_rule: str = ""
+    seed_groups: tp.Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shared = set(self.tuning_seeds) & set(self.seeds)
@@ -136,6 +148,20 @@ class Suite:
             unknown = sorted(set(task.methods or ()) - set(self.methods))
             if unknown:
                 raise ValueError(f"task {task.name!r} names methods {unknown} that suite {self.name!r} does not have")
+        for label, seeds in self.seed_groups.items():
+            if not set(seeds) <= set(self.seeds):
+                raise ValueError(f"seed group {label!r} has seeds {sorted(set(seeds) - set(self.seeds))} the suite does not report")
+        for task_name, steps in self.fixed_steps.items():
+            if task_name not in names:
+                raise ValueError(f"fixed_steps names task {task_name!r}, which suite {self.name!r} does not have")
+            if not all(math.isfinite(step) and step > 0 for step in steps.values()):
+                raise ValueError(f"fixed step sizes must be positive and finite, got {dict(steps)}")
+        if self.fixed_steps and not self.steps_rule:
+            raise ValueError("fixed_steps need a steps_rule saying how they were chosen")
+
+    def fixed_step(self, task: TaskSpec, method: str) -> float | None:
+        """The step size ``method`` runs with on ``task`` without tuning, if the suite fixes one."""
+        return self.fixed_steps.get(task.name, {}).get(method)
 
     def methods_for(self, task: TaskSpec) -> tuple[str, ...]:
         """The suite's methods that run on ``task`` (its ``methods``, in the suite's order)."""
@@ -143,9 +169,13 @@ class Suite:
 
     @property
     def num_runs(self) -> int:
-        """Runs before any grid extension: the initial grid on every tuning seed plus one run per seed, per task and method."""
-        runs_per_method = self.grid_size * len(self.tuning_seeds) + len(self.seeds)
-        return sum(len(self.methods_for(task)) * runs_per_method for task in self.tasks)
+        """Runs before any grid extension: the initial grid on every tuning seed (unless the step is fixed) plus one run per seed."""
+        tuning = self.grid_size * len(self.tuning_seeds)
+        return sum(
+            len(self.seeds) + (0 if self.fixed_step(task, name) is not None else tuning)
+            for task in self.tasks
+            for name in self.methods_for(task)
+        )
 
     def restricted_to(self, names: tp.Iterable[str] | None = None, methods: tp.Iterable[str] | None = None) -> "Suite":
         """The same suite on the tasks named ``names`` and the methods ``methods`` only (``None``: all).
@@ -193,10 +223,14 @@ class Suite:
         values["tasks"] = [task.settings() for task in self.tasks]
         values["step_ranges"] = {key: list(value) for key, value in self.step_ranges.items()}
         values["tuning_seeds"] = list(self.tuning_seeds)
+        values["fixed_steps"] = {task: dict(steps) for task, steps in self.fixed_steps.items()}
+        values["seed_groups"] = {label: list(seeds) for label, seeds in self.seed_groups.items()}
         return values
 
 
 BASELINES = ("ZOI", "ZOco", "SNES", "CMA-ES")
+#: Reported seeds of the studies built on the ``standard`` suite (update rule, ablations).
+STUDY_SEEDS = (0, 1, 2, 3, 4)
 
 
 #: ``zo_settings`` of the suites whose runs are reported (standard, update-rule, the ablation,
@@ -217,27 +251,37 @@ def _embedded_equalization(**settings: tp.Any) -> TaskSpec:
     )
 
 
-def quick_suite() -> Suite:
-    """Embedded data, five methods, 2,000 queries, 3 seeds, 4-point grids: minutes on 2 cores.
+#: The step sizes the ``standard`` suite's tuning chose on its equalization chip (tuning seeds
+#: 1000-1002; ``comparisons/reported/standard/tuning.json``), which the ``quick`` suite reuses.
+STANDARD_EQUALIZATION_STEPS: dict[str, float] = {"ZONP": 0.0173, "ZOI": 0.003, "ZOco": 0.003, "SNES": 0.003, "CMA-ES": 0.003}
 
-    Digits (CNN of 2,654 parameters, no chip, mini-batches of 50) is trained by ZO from its
-    random initialisation; equalization (MZI network of 564 parameters, with a chip) follows
-    the papers' protocol, 2 epochs of backprop on the ideal model, then ZO on the chip.
-    Step sizes (``lr`` and ``sigma0`` alike) are tuned over 1e-3 .. 0.3.  At this budget
-    ZONP's Fisher refreshes (``n_b + 1`` queries every 100 iterations, from the first)
-    take a large share of the queries, far more than at the paper's Q = 100.
+
+def quick_suite() -> Suite:
+    """The ``standard`` suite's equalization chip, five methods, 3 seeds, its tuned step sizes: minutes on 2 cores.
+
+    The MZI network of 564 parameters (2 blocks) is pretrained by backprop on the ideal
+    model for 2 epochs, programmed onto its chip (fabrication errors), then trained by ZO
+    for 30,000 queries at Q = 10, as in ``standard``: every block gets its Fisher and the
+    refreshes take about 15 % of the queries, the regime ZO-NP is made for.  No tuning runs:
+    each method uses the step size the ``standard`` suite's tuning chose for it on this
+    task.  The directions come from the package's default stream, so the runs are not
+    copies of ``standard``'s (which pins the legacy one).
     """
+    standard = standard_suite()
+    (equalization,) = (task for task in standard.tasks if task.name == "equalization")
+    settings = {key: value for key, value in equalization.zo_settings.items() if key != "direction_stream"}
     return Suite(
         name="quick",
-        tasks=(
-            TaskSpec(name="digits", build=digits_task, batch_size=50),
-            _embedded_equalization(),
-        ),
-        methods=("ZONP", *BASELINES, "ZOL2L"),
-        budget=2000,
+        tasks=(dataclasses.replace(equalization, zo_settings=settings, methods=None),),
+        methods=("ZONP", *BASELINES),
+        budget=standard.budget,
         seeds=(0, 1, 2),
-        grid_size=4,
-        step_ranges={"lr": (1e-3, 0.3), "sigma0": (1e-3, 0.3), "update_scale": (0.03, 1.0)},
+        tuning_seeds=standard.tuning_seeds,
+        fixed_steps={"equalization": STANDARD_EQUALIZATION_STEPS},
+        steps_rule=(
+            "each method's step size is the one the `standard` suite's tuning chose for it on this task (lowest "
+            "median final training loss over tuning seeds 1000-1002 on a log grid extended at its edges)."
+        ),
     )
 
 
@@ -245,10 +289,8 @@ def standard_suite() -> Suite:
     """ZO-NP exercised as the paper does, on embedded data: both chips and digits at Q = 100.
 
     Every task refreshes a block's Fisher at its first use and after every ``fisher_period``
-    uses of that block (``fisher_refresh = "per_block"``): at the same Fisher share it ended
-    the copying chip at 0.094 against 0.32 (the ``least_recent`` rule used before) and the
-    digits CNN at 0.021 against 0.082 (the paper's ``sampled``), and level on equalization
-    (0.065 against 0.064); ``comparisons/reported/ablation``, CHANGELOG.
+    uses of that block (``fisher_refresh = "per_block"``, the package default; the ablation
+    study compares the rules).
 
     - equalization chip (564 parameters, 2 blocks of 282), 2 epochs of backprop pretraining,
       Q = 10, 30,000 queries, ``fisher_period = 160``: about 16 refreshes of 283 queries,
@@ -261,7 +303,9 @@ def standard_suite() -> Suite:
     - digits CNN from scratch at the paper's image setting, Q = 100, mini-batches of 50,
       200,000 queries (Fisher about 5 % of the queries at the default period 100).
 
-    5 reported seeds, 3 tuning seeds, 3-point grids extended at edges (at most 2 points).
+    10 reported seeds (the report shows seeds 0-4, on which the refresh rule was chosen, and
+    the held-out seeds 5-9 apart too), 3 tuning seeds, 3-point grids extended at edges (at
+    most 2 points).
     The learned optimizer runs with its generic weights (``ZOL2L``, the registry's) and with
     the weights meta-trained on attacks (``ZOL2L-attack``: how a learned rule transfers) and
     on equalization chips of other seeds (``ZOL2L-equalization``: meta-trained on a training task),
@@ -298,7 +342,11 @@ def standard_suite() -> Suite:
         ),
         methods=("ZONP", *BASELINES, "ZOL2L", "ZOL2L-attack", "ZOL2L-equalization"),
         budget=30_000,
-        seeds=(0, 1, 2, 3, 4),
+        seeds=tuple(range(10)),
+        seed_groups={
+            "the seeds on which the per_block refresh rule was chosen": (0, 1, 2, 3, 4),
+            "held out from every choice of the suite": (5, 6, 7, 8, 9),
+        },
         tuning_seeds=(1000, 1001, 1002),
         grid_size=3,
         step_ranges={"lr": (3e-3, 0.1), "sigma0": (3e-3, 0.1), "update_scale": (0.03, 1.0)},
@@ -307,7 +355,7 @@ def standard_suite() -> Suite:
 
 
 def paper_suite(fashion_mnist: str | os.PathLike[str] | None = None, cifar10: str | os.PathLike[str] | None = None) -> Suite:
-    """The paper's four tasks (DESIGN.md section 6) with 8 seeds.
+    """The paper's four tasks (docs/method.md, "Tasks") with 8 seeds.
 
     ``fashion_mnist`` and ``cifar10`` are local folders of the data sets (see
     :func:`~nevergrad_zonp.tasks.images.load_mnist`, :func:`~nevergrad_zonp.tasks.cifar.load_cifar10`);
@@ -355,7 +403,8 @@ def update_rule_suite() -> Suite:
     standard = standard_suite()
     chips = tuple(dataclasses.replace(task, methods=None) for task in standard.tasks if task.name in ("equalization", "copying"))
     return dataclasses.replace(
-        standard, name="update-rule", tasks=chips, methods=("ZONP", "ZOI", "ZONPSGD", "ZOSGD"), max_extensions=3
+        standard, name="update-rule", tasks=chips, methods=("ZONP", "ZOI", "ZONPSGD", "ZOSGD"), max_extensions=3,
+        seeds=STUDY_SEEDS, seed_groups={},
     )
 
 

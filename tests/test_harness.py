@@ -163,8 +163,9 @@ def test_a_grid_is_extended_beyond_the_edge_its_best_point_is_on():
 
 def test_built_in_suites_are_defined_as_specified():
     quick = quick_suite()
-    assert set(quick.methods) == {"ZONP", "ZOI", "ZOco", "SNES", "CMA-ES", "ZOL2L"}
-    assert {task.name for task in quick.tasks} == {"digits", "equalization"}
+    assert set(quick.methods) == {"ZONP", "ZOI", "ZOco", "SNES", "CMA-ES"}
+    assert [task.name for task in quick.tasks] == ["equalization"]
+    assert quick.num_runs == 5 * 3  # no tuning runs: the standard suite's choices
     paper = paper_suite(fashion_mnist="/data/fashion", cifar10="/data/cifar")
     assert [task.name for task in paper.tasks] == ["fashion_mnist", "equalization", "copying", "cifar10"]
     assert len(paper.seeds) == 8 and not set(paper.tuning_seeds) & set(paper.seeds) and len(paper.tuning_seeds) >= 3
@@ -172,7 +173,9 @@ def test_built_in_suites_are_defined_as_specified():
     assert {task.name: task.num_directions for task in paper.tasks}["cifar10"] == 100
     standard = standard_suite()
     assert [task.name for task in standard.tasks] == ["equalization", "copying", "digits"]
-    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3 and set(standard.methods) == set(quick.methods) | {"ZOL2L-attack", "ZOL2L-equalization"}
+    assert len(standard.seeds) >= 5 and len(standard.tuning_seeds) >= 3
+    assert set(standard.methods) == set(quick.methods) | {"ZOL2L", "ZOL2L-attack", "ZOL2L-equalization"}
+    assert standard.seeds == tuple(range(10)) and set(standard.seed_groups["held out from every choice of the suite"]) == {5, 6, 7, 8, 9}
     digits = standard.tasks[2]
     assert (digits.num_directions, digits.budget) == (100, 200_000)
 
@@ -358,7 +361,8 @@ def test_the_update_rule_suite_reuses_the_standard_suites_adam_runs_and_runs_nat
     standard = standard_suite()
     assert [task.name for task in suite.tasks] == ["equalization", "copying"]
     assert suite.methods == ("ZONP", "ZOI", "ZONPSGD", "ZOSGD")
-    assert (suite.seeds, suite.tuning_seeds, suite.step_ranges) == (standard.seeds, standard.tuning_seeds, standard.step_ranges)
+    assert (suite.tuning_seeds, suite.step_ranges) == (standard.tuning_seeds, standard.step_ranges)
+    assert suite.seeds == (0, 1, 2, 3, 4)
     folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
     for task in suite.tasks:
         for method, step in (("ZONP", 0.0173), ("ZOI", 0.0173 if task.name == "copying" else 0.003)):
@@ -403,3 +407,66 @@ def test_the_run_command_counts_every_run_grid_extensions_and_reused_ones_includ
     extensions = len(results) - TINY.num_runs
     expected = f"{len(results)} runs ({TINY.num_runs} planned, {extensions} for grid extensions; {len(results)} already in {folder})"
     assert expected in capsys.readouterr().out
+
+
+def test_the_registrys_zonp_is_the_standard_suites_zonp_up_to_the_tasks_own_settings():
+    import nevergrad as ng
+
+    from comparisons.methods import METHODS
+
+    for task in standard_suite().tasks:
+        suite_settings = METHODS["ZONP"].effective_settings(task.num_directions, 0.0173, 564, task.zo_settings)["config"]
+        registry = dict(ng.optimizers.registry["ZONP"].config())
+        own = {"num_directions": task.num_directions, "lr": 0.0173, **task.zo_settings}  # what a task sets
+        registry.update(own)
+        registry.pop("direction_stream")  # (compared on its own)
+        assert registry == suite_settings, task.name
+    paper = ng.optimizers.registry["ZONPPaper"].config()
+    assert (paper["fisher_refresh"], paper["lr_schedule"]) == ("sampled", "constant")
+
+
+def test_a_stored_run_made_before_a_default_changed_is_not_reused():
+    suite = standard_suite().restricted_to(["equalization"], ["ZONP"])
+    spec = RunSpec(task=suite.tasks[0], method="ZONP", seed=0, step_size=0.0173, budget=30_000, checkpoints=10,
+                   phase="final")
+    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    stored = json.loads((folder / f"{spec.key}.json").read_text())
+    assert runner._same_run(stored, spec)
+    config = stored["settings"]["optimizer_settings"]["config"]
+    older = dict(stored, settings=dict(stored["settings"], optimizer_settings={
+        **stored["settings"]["optimizer_settings"], "config": {**config, "rho": 0.2}}))  # made when rho's default was 0.2
+    assert not runner._same_run(older, spec)
+    unrecorded = dict(stored, settings={k: v for k, v in stored["settings"].items() if k != "optimizer_settings"})
+    assert not runner._same_run(unrecorded, spec)  # nothing says which defaults it was made with
+
+
+def test_the_quick_suite_runs_the_standard_suites_equalization_chip_with_its_tuned_step_sizes():
+    quick, standard = quick_suite(), standard_suite()
+    tuned = json.loads((runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard"
+                        / "tuning.json").read_text())["equalization"]
+    (task,) = quick.tasks
+    assert {name: quick.fixed_step(task, name) for name in quick.methods} == {name: tuned[name]["chosen"] for name in quick.methods}
+    (reference,) = (t for t in standard.tasks if t.name == "equalization")
+    assert task.zo_settings == {"fisher_period": 160, "fisher_refresh": "per_block"}  # the default stream, not legacy
+    assert (task.budget, task.num_directions, task.pretrain_epochs, task.kwargs) == (
+        reference.budget, reference.num_directions, reference.pretrain_epochs, reference.kwargs)
+    assert quick.budget == standard.budget
+
+
+def test_fixed_step_sizes_skip_tuning_and_the_report_states_their_rule_and_the_seed_groups(tmp_path, monkeypatch):
+    import dataclasses as dc
+
+    suite = dc.replace(TINY, name="fixed", methods=("ZOI",), seeds=(0, 1, 2), fixed_steps={"digits": {"ZOI": 0.02}},
+                       steps_rule="chosen by hand for this test.", seed_groups={"the first two": (0, 1)}, budget=200)
+    assert suite.num_runs == 3
+    executed = executed_runs(monkeypatch)
+    results = run_suite(suite, tmp_path)
+    assert [spec.phase for spec in executed] == ["final"] * 3 and set(results.step_size) == {0.02}
+    report = write_report(tmp_path).read_text()
+    assert "Step sizes not tuned here: chosen by hand for this test." in report
+    assert "Not tuned here: ZOI (lr = 0.02)" in report
+    assert "Seeds 0, 1 alone (the first two):" in report
+    with pytest.raises(ValueError, match="steps_rule"):
+        dc.replace(suite, steps_rule="")
+    with pytest.raises(ValueError, match="seed group"):
+        dc.replace(suite, seed_groups={"other": (7,)})
