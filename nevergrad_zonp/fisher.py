@@ -1,6 +1,7 @@
 """Black-box Fisher information of a network from a finite-difference Jacobian of its outputs.
 
-ZO-NP (DESIGN.md section 3) never differentiates the network.  For the block ``b`` of
+ZO-NP (docs/method.md, "Blocks and the black-box Fisher") never differentiates the network.  For
+the block ``b`` of
 ``n`` parameters being perturbed it queries the network *outputs* ``s_i(theta)`` on the
 current mini-batch at ``theta`` and at ``theta + h e_j`` for every coordinate ``j`` of the
 block (``n + 1`` queries), forms the forward-difference Jacobian

@@ -34,7 +34,8 @@ def complex_signal(*shape: int, seed: int = 1) -> torch.Tensor:
 
 
 def stage_product(ports: int, columns: int, phases: torch.Tensor) -> torch.Tensor:
-    """Reference transfer matrix, written from DESIGN.md section 5 independently of the package."""
+    """Reference transfer matrix, written from docs/method.md, "Photonic networks" independently of
+    the package."""
     splitter = torch.tensor([[1, 1j], [1j, 1]], dtype=torch.complex128) / math.sqrt(2)
     total = torch.eye(ports, dtype=torch.complex128)
     phases = iter(phases.tolist())

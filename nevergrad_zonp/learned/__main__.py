@@ -1,7 +1,8 @@
 """Command line of ZO-L2L: meta-train the RNNs and write a weights file, or compare two files.
 
 ``python -m nevergrad_zonp.learned train --family attack --out weights.npz --plot meta_loss.png``
-meta-trains with the paper's settings (DESIGN.md section 7) and writes the weights, the
+meta-trains with the paper's settings (docs/method.md, "The learned optimizer (ZO-L2L)") and writes
+the weights, the
 meta-loss curve (PNG) and, in the file's metadata, the command, the configuration, the
 seconds it took and the per-epoch history.  ``compare A B`` prints the largest difference
 between two weights files (the shipped weights are regenerated to float tolerance on one

@@ -1,4 +1,5 @@
-"""Meta-training of the ZO-L2L networks by unrolled zeroth-order optimisation (DESIGN.md section 7).
+"""Meta-training of the ZO-L2L networks by unrolled zeroth-order optimisation (docs/method.md, "The
+learned optimizer (ZO-L2L)").
 
 Two stages, as in Ruan et al. (ICLR 2020):
 
@@ -70,7 +71,8 @@ Family = tp.Callable[[torch.Generator, int], tp.Sequence[Optimizee]]
 
 @dataclasses.dataclass
 class MetaConfig:
-    """Settings of :func:`meta_train` (defaults: the paper's, DESIGN.md section 7)."""
+    """Settings of :func:`meta_train` (defaults: the paper's, docs/method.md, "The learned
+    optimizer (ZO-L2L)")."""
 
     epochs_update: int = 20
     epochs_query: int = 40

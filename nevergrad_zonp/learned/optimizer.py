@@ -1,7 +1,8 @@
 """ZO-L2L as a Nevergrad optimizer: learned update rule (UpdateRNN) and learned queries (QueryRNN).
 
 Ruan, Xiong, Reddi, Kumar and Hsieh, "Learning to Learn by Zeroth-Order Oracle", ICLR 2020
-(DESIGN.md section 7).  It is :class:`~nevergrad_zonp.optimizers.ZerothOrder`'s block-wise
+(docs/method.md, "The learned optimizer (ZO-L2L)").  It is
+:class:`~nevergrad_zonp.optimizers.ZerothOrder`'s block-wise
 loop with two pieces replaced:
 
 - **queries**: at every iteration the QueryRNN reads, for each coordinate of the block, the
@@ -193,7 +194,7 @@ class LearnedZO(base.ConfiguredOptimizer):
         weights shipped with the package: ``"generic"`` (``None``, the default: meta-trained on
         random quadratics of scales 0.1 to 10, for Nevergrad problems in their standardized
         space), ``"attack_digits"`` (meta-trained on black-box attacks of the digits
-        classifier, the paper's benchmark) or ``"equalization"`` (fine-tuning equalization chips).  How each was made: its metadata and the README.
+        classifier, the paper's benchmark) or ``"equalization"`` (fine-tuning equalization chips).  How each was made: its metadata and docs/guides/learned.md.
     query: bool
         use the QueryRNN (``False``: isotropic directions, ZO-L2L without QueryRNN).
     query_probability: float

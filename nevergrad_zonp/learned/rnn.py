@@ -1,7 +1,8 @@
 """The two coordinate-wise recurrent networks of ZO-L2L and their weights files.
 
 Ruan, Xiong, Reddi, Kumar and Hsieh, "Learning to Learn by Zeroth-Order Oracle", ICLR 2020
-(DESIGN.md section 7).  Both networks act on every coordinate independently with shared
+(docs/method.md, "The learned optimizer (ZO-L2L)").  Both networks act on every coordinate
+independently with shared
 weights: the coordinates are the batch axis of one LSTM cell, so one set of weights serves
 any dimension.
 
@@ -36,7 +37,7 @@ HIDDEN = 10
 #: Initial scale of the output layer's weights (the paper's public code: x 0.1).
 OUTPUT_SCALE = 0.1
 _WEIGHTS_FOLDER = Path(__file__).resolve().parent / "weights"
-#: Weights shipped with the package, by name (how each was made: README and its metadata).
+#: Weights shipped with the package, by name (how each was made: docs/guides/learned.md and its metadata).
 #: ``generic``: meta-trained on random quadratics at scales 0.1..10 (the registry default,
 #: for Nevergrad problems); ``attack_digits``: on black-box attacks of the digits classifier
 #: (the ZO-L2L paper's benchmark); ``equalization``: on fine-tuning equalization chips after

@@ -1,7 +1,8 @@
 """Parameter blocks of ZO-NP and the memory each one's Fisher matrix costs.
 
 The flat parameter vector of size N is split into ``B = ceil(N / N_max)`` contiguous,
-nearly equal blocks (sizes differ by at most one; DESIGN.md section 3).  The paper's
+nearly equal blocks (sizes differ by at most one; docs/method.md, "Blocks and the black-box
+Fisher").  The paper's
 four settings all follow this rule (e.g. N = 2,580, N_max = 512 gives B = 6 blocks of
 430).  Each iteration perturbs and steps one block.
 """

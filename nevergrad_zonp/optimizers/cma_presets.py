@@ -5,7 +5,7 @@ strategies", Evolutionary Computation 9(2) (2001); separable CMA-ES: R. Ros and 
 "A simple modification in CMA-ES achieving linear time and space complexity", PPSN X (2008).
 Both run through Nevergrad's wrapper of the ``cma`` package (``ParametrizedCMA``), not the
 ``ng.optimizers.CMA`` selector, which switches between configurations by dimension and
-budget (DESIGN.md section 4).
+budget (docs/method.md, "Baselines").
 
 A ZO iteration with ``Q`` directions costs ``Q + 1`` queries on one mini-batch, so the
 presets use a population ``lambda = Q + 1``: one CMA generation, evaluated on one

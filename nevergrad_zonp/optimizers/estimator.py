@@ -1,4 +1,5 @@
-"""The zeroth-order gradient estimate and the block-wise update rules (DESIGN.md section 2).
+"""The zeroth-order gradient estimate and the block-wise update rules (docs/method.md, "The
+zeroth-order estimate").
 
 With ``Q`` directions ``u_q`` and one shared base point, on one mini-batch,
 

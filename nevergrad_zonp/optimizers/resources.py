@@ -26,7 +26,7 @@ def archive_pruning(dimension: int) -> utils.Pruning | None:
     """A pruning rule that keeps the archive near :data:`ARCHIVE_BYTES`, or ``None`` if the default fits.
 
     Nevergrad's default keeps about 300 points: at ``d = 200k`` that is about 0.5 GB and
-    slows every ``tell`` (DESIGN.md section 8).
+    slows every ``tell`` (docs/method.md, "Nevergrad integration").
     """
     max_len = max(10, ARCHIVE_BYTES // (16 * dimension))
     if max_len >= 300:

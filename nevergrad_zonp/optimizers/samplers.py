@@ -1,6 +1,7 @@
 """Perturbation samplers: the only thing that differs between ZO-I, ZO-co and ZO-NP.
 
-Each sampler draws ``Q`` directions for a block of ``n`` coordinates (DESIGN.md section 2):
+Each sampler draws ``Q`` directions for a block of ``n`` coordinates (docs/method.md, "The
+zeroth-order estimate"):
 
 - :class:`IsotropicSampler` (ZO-I): ``u ~ N(0, I)``;
 - :class:`CoordinateSampler` (ZO-co): ``u = e_j``, ``j`` uniform over the block, drawn with

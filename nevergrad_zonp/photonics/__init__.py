@@ -3,7 +3,7 @@
 Every module accepts a leading "variation" dimension through ``torch.func.functional_call``
 under ``torch.vmap``, and the functional building blocks (``ClementsMesh.propagate``,
 ``ClementsMesh.unitary``, ``mod_relu``, ``phase_diagonal``) take it natively
-(DESIGN.md section 5).
+(docs/method.md, "Photonic networks").
 """
 
 from nevergrad_zonp.photonics.chip import FabricationErrors, fabricate, transfer_parameters

@@ -1,6 +1,6 @@
 """Fabrication errors: the hidden "chip" twin of an ideal photonic model.
 
-Error model (DESIGN.md section 5, all magnitudes scaled by one factor ``beta``):
+Error model (docs/method.md, "Photonic networks", all magnitudes scaled by one factor ``beta``):
 
 - every beam splitter has angle ``pi/4 + gamma/2`` instead of ``pi/4``, with
   ``gamma ~ beta sigma_g N(0, 1)`` (both ports of a splitter share its angle);

@@ -11,7 +11,7 @@ layer; the fixed gain ``g`` sets the output scale (a unitary row has norm 1, so 
 ``|y_k| <= |z_0|``).  Trainable parameters: the phases of the ``D + 1`` meshes and the
 modReLU biases, ``(D + 1) L (K - 1) + D K`` in all for even ``L``.  With zero biases the
 modReLUs are the identity, so the network starts as a random linear interferometer.
-Layers as in the photonic networks of DESIGN.md section 5.
+Layers as in the photonic networks of docs/method.md, "Photonic networks".
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ amplitude and keeps its phase,
 
 with ``|z|`` evaluated as ``sqrt(|z|^2 + eps)`` so that the gradient stays finite at 0.
 PSdiag(K) multiplies port ``k`` by ``zeta_k e^{j phi_k}`` (ideal ``zeta = 1``).  Biases and
-diagonal phases start at 0 (DESIGN.md section 5), so both layers start as the identity.
+diagonal phases start at 0 (docs/method.md, "Photonic networks"), so both layers start as the identity.
 
 Both functions accept parameters of shape ``(*V, K)`` and signals of shape ``(*V, *B, K)``
 (see :mod:`nevergrad_zonp.photonics.variation`).

@@ -4,7 +4,7 @@ A PS-BS stage on waveguides ``(i, i+1)`` applies a phase shifter ``e^{j theta}``
 ``i``, then a 50:50 beam splitter ``(1/sqrt 2) [[1, j], [j, 1]]``; an MZI is two stages on
 the same pair (two phases).  ``Clements(K, L)`` has ``L`` MZI columns, alternating the
 pairs ``(0,1), (2,3), ...`` (even columns) and ``(1,2), (3,4), ...`` (odd columns), so it
-is a sequence of ``S = 2L`` stage columns (DESIGN.md section 5; layout of W. R. Clements
+is a sequence of ``S = 2L`` stage columns (docs/method.md, "Photonic networks"; layout of W. R. Clements
 et al., "Optimal design for universal multiport interferometers", Optica 3, 1460, 2016).
 With ``L = K`` and no fabrication errors the mesh is unitary, and universal up to a diagonal
 phase screen on its outputs: its ``K (K - 1)`` phases reach every unitary once a ``K``-phase

@@ -5,7 +5,7 @@ shape ``(*V, *E)`` (``V`` the leading "variation" dimensions, one entry per para
 setting, ``E`` the parameter's own shape) and a signal of shape ``(*V, *B, K)`` whose
 leading dimensions match (or broadcast against) ``V``, followed by any batch dimensions
 ``B`` and the ``K`` optical ports.  This lets Q + 1 parameter settings be evaluated in
-one call (DESIGN.md section 5).
+one call (docs/method.md, "Photonic networks").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A task is the unit the comparison harness iterates over.  The *ideal* model is the
 simulation that backprop pretraining may use; the *chip* (optional) is the same
 architecture with hidden fabrication errors, the only thing a black-box optimizer
-queries in the papers' protocol (DESIGN.md section 1).
+queries in the papers' protocol (docs/method.md, "The problem and the protocol").
 """
 
 from __future__ import annotations

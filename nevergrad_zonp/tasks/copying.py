@@ -1,4 +1,4 @@
-"""Copying memory task with a unitary MZI RNN (DESIGN.md section 6).
+"""Copying memory task with a unitary MZI RNN (docs/method.md, "Tasks").
 
 Definition of M. Arjovsky, A. Shah, Y. Bengio, "Unitary evolution recurrent neural
 networks", ICML 2016, section 4.1.  Tokens: 0 = blank, 1..8 = symbols, 9 = delimiter.  An

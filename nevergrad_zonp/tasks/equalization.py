@@ -1,4 +1,4 @@
-"""Nonlinear channel equalisation with a feed-forward MZI network (DESIGN.md section 6).
+"""Nonlinear channel equalisation with a feed-forward MZI network (docs/method.md, "Tasks").
 
 The channel is the classic benchmark of V. J. Mathews and J. Lee, "Adaptive algorithms
 for bilinear filtering", Proc. SPIE 2296 (1994), used by H. Jaeger and H. Haas,

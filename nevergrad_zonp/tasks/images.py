@@ -1,7 +1,7 @@
 """Image classification on 28x28 grey images: a ~2.6k-parameter CNN and its data.
 
-The paper's MNIST and FashionMNIST tasks use a CNN of about 2,580 parameters (DESIGN.md
-section 6); its exact layers are not published, so :class:`SmallCNN` is our LeNet-style
+The paper's MNIST and FashionMNIST tasks use a CNN of about 2,580 parameters (docs/method.md,
+"Tasks"); its exact layers are not published, so :class:`SmallCNN` is our LeNet-style
 choice of that size.  Data come from
 
 - the standard idx files of MNIST (LeCun, Cortes and Burges, "The MNIST database of
