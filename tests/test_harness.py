@@ -447,10 +447,10 @@ def test_the_quick_suite_runs_the_standard_suites_equalization_chip_with_its_tun
     (task,) = quick.tasks
     assert {name: quick.fixed_step(task, name) for name in quick.methods} == {name: tuned[name]["chosen"] for name in quick.methods}
     (reference,) = (t for t in standard.tasks if t.name == "equalization")
-    assert task.zo_settings == {"fisher_period": 160, "fisher_refresh": "per_block"}  # the default stream, not legacy
-    assert (task.budget, task.num_directions, task.pretrain_epochs, task.kwargs) == (
-        reference.budget, reference.num_directions, reference.pretrain_epochs, reference.kwargs)
-    assert quick.budget == standard.budget
+    assert task.zo_settings == {"fisher_period": 200, "fisher_refresh": "per_block"}  # the default stream, not legacy
+    assert (task.num_directions, task.pretrain_epochs, task.kwargs) == (
+        reference.num_directions, reference.pretrain_epochs, reference.kwargs)
+    assert (task.budget, quick.budget, standard.budget) == (None, 15_000, 30_000)
 
 
 def test_fixed_step_sizes_skip_tuning_and_the_report_states_their_rule_and_the_seed_groups(tmp_path, monkeypatch):
