@@ -377,7 +377,8 @@ def test_directions_drawn_ahead_give_the_same_iterates_as_drawn_in_sequence(samp
     from nevergrad_zonp.optimizers import zeroth_order
 
     monkeypatch.setattr(zeroth_order, "PREFETCH_SHAPES", shapes)  # the thread shapes the directions too, or not
-    settings = dict(sampler=sampler, num_directions=6, lr=0.05, max_block_size=40, fisher_period=5)
+    # (the "sampled" rule refreshes at keys 0, 5, 10, ...; with "per_block" no natural draw is taken ahead)
+    settings = dict(sampler=sampler, num_directions=6, lr=0.05, max_block_size=40, fisher_period=5, fisher_refresh="sampled")
     values = {}
     for prefetch in (True, False):
         adapter = classifier_adapter()

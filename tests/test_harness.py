@@ -284,8 +284,9 @@ def test_the_compact_fisher_study_runs_the_same_protocol_with_the_rank_and_stora
     assert len({spec.key for _, spec in pairs}) == len(pairs) == len(ablation.COMPACT_SETTINGS["equalization"]) * 5
     overrides = [spec.task.zo_settings for _, spec in pairs]
     legacy = {"direction_stream": "legacy"}  # the stream the studies' stored runs were drawn with
-    assert {"fisher_period": 160, "fisher_rank": 16, **legacy} in overrides
-    assert {"fisher_period": 160, "fisher_storage": "float16", **legacy} in overrides
+    sampled = {"fisher_refresh": "sampled"}  # the studies' base rule on equalization
+    assert {"fisher_period": 160, "fisher_rank": 16, **sampled, **legacy} in overrides
+    assert {"fisher_period": 160, "fisher_storage": "float16", **sampled, **legacy} in overrides
     assert {"fisher_period": 160, "fisher_rank": 64, "fisher_refresh": "per_block", **legacy} in overrides
     assert all(spec.method == "ZONP" for _, spec in pairs)
 
@@ -423,6 +424,15 @@ def test_the_registrys_zonp_is_the_standard_suites_zonp_up_to_the_tasks_own_sett
         assert registry == suite_settings, task.name
     paper = ng.optimizers.registry["ZONPPaper"].config()
     assert (paper["fisher_refresh"], paper["lr_schedule"]) == ("sampled", "constant")
+
+
+@pytest.mark.parametrize("dimension, budget, rule", [(564, 30_000, "per_block"), (3169, 24_000, "per_block"),
+                                                     (2654, 200_000, "per_block"), (2654, 5_000, "sampled")])
+def test_the_registrys_automatic_refresh_rule_is_per_block_on_the_standard_suites_budgets(dimension, budget, rule):
+    import nevergrad as ng
+
+    optimizer = ng.optimizers.registry["ZONP"](parametrization=dimension, budget=budget)
+    assert optimizer.fisher_refresh == rule
 
 
 def test_a_stored_run_made_before_a_default_changed_is_not_reused():

@@ -26,7 +26,7 @@ import nevergrad_zonp
 
 NAMES = list(nevergrad_zonp.NAMES)
 RECORDED = Path(__file__).parent / "recorded_recommendations.csv"
-ZO_NAMES = ("ZONP", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD")
+ZO_NAMES = ("ZONP", "ZONPPaper", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD")
 LEARNED_NAMES = ("ZOL2L", "ZOL2LNoQuery")
 
 

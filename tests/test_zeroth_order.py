@@ -219,7 +219,9 @@ class QuadraticOracle:
 
 def test_fisher_is_refreshed_every_t_ud_iterations_and_counted_in_the_budget():
     oracle = QuadraticOracle(8)
-    opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3)(parametrization=oracle.parametrization, budget=200)
+    opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3, fisher_refresh="sampled")(
+        parametrization=oracle.parametrization, budget=200
+    )
     opt.minimize(oracle)
     iterations = opt._num_iterations
     refreshes = -(-iterations // 5)
@@ -252,7 +254,9 @@ def test_least_recent_refresh_estimates_every_block_once_before_any_twice():
 
 def test_a_refresh_that_would_leave_less_budget_than_it_costs_is_skipped():
     oracle = QuadraticOracle(8)  # a refresh costs 9 queries, an iteration 4
-    opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3)(parametrization=oracle.parametrization, budget=40)
+    opt = nevergrad_zonp.ZerothOrder(fisher_period=5, num_directions=3, fisher_refresh="sampled")(
+        parametrization=oracle.parametrization, budget=40
+    )
     opt.minimize(oracle)
     # refresh at iteration 0 (9 queries, 31 left), 5 iterations (20, 11 left): the refresh
     # at iteration 5 would leave 2 < 9 queries, so it is skipped and the budget funds steps:

@@ -69,7 +69,7 @@ PREFETCH_SHAPES = True
 #: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
 CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
-FISHER_REFRESHES = ("sampled", "least_recent", "per_block")
+FISHER_REFRESHES = ("auto", "per_block", "sampled", "least_recent")
 BLOCK_SELECTIONS = ("random", "cyclic")
 DIRECTION_STREAMS = ("torch", "legacy")
 _TINY = np.finfo(float).tiny
@@ -117,6 +117,29 @@ class InvalidQueryWarning(UserWarning):
 
 #: Factor applied to a block's step scale when a step of it led to a non-finite base loss.
 RECOVERY_SHRINK = 0.5
+#: Share of the query budget that ``fisher_refresh="per_block"`` spends on Fisher estimates at most
+#: (a refresh beyond it is skipped); the comparison suites, in ZO-NP's regime, stay at or under 15 %.
+PER_BLOCK_FISHER_SHARE = 0.2
+#: ``fisher_refresh="auto"`` refreshes per block when one Fisher for every block costs at most this
+#: share of the budget (ZO-NP's regime), else as the paper does (``"sampled"``).
+AUTO_PER_BLOCK_SHARE = 0.15
+
+
+def resolve_fisher_refresh(rule: str, bounds: np.ndarray, budget: tp.Optional[int]) -> str:
+    """The refresh rule ``rule`` stands for on blocks ``bounds`` and a query ``budget``.
+
+    ``"auto"``: ``"per_block"`` if there is no budget or one Fisher per block (``n_b + 1``
+    queries each) takes at most :data:`AUTO_PER_BLOCK_SHARE` of it, else ``"sampled"``.  On
+    budgets that small, ``"per_block"`` spends its share on the first blocks at the starting
+    point and never refreshes them, and the paper's rule, refreshing later points, trained
+    better (digits CNN, 5,000 queries, Q = 16, 4 seeds: test accuracy 0.63 against 0.51).
+    """
+    if rule != "auto":
+        return rule
+    first_estimates = int(np.sum(np.diff(bounds) + 1))
+    return "per_block" if budget is None or first_estimates <= AUTO_PER_BLOCK_SHARE * budget else "sampled"
+
+
 #: Largest reach of a discrete probe, in standardized units (it doubles while probes change nothing).
 PROBE_MAX_REACH = 16.0
 #: Per successful step, a shrunk step scale grows back by this factor (doubling in 10 steps).
@@ -261,6 +284,7 @@ class _ZerothOrder(base.Optimizer):
         default_lr = DEFAULT_SGD_LR if cfg.update == "sgd" else DEFAULT_LR
         self._rule = UPDATE_RULES[cfg.update](self.dimension, num_blocks, default_lr if cfg.lr is None else cfg.lr)
         self._lr_schedule = DEFAULT_SCHEDULE if cfg.lr_schedule is None else cfg.lr_schedule
+        self._fisher_refresh = resolve_fisher_refresh(cfg.fisher_refresh, self._bounds, budget)
         self._last_refresh = np.full(num_blocks, -1, dtype=np.int64)  # iteration of each block's latest refresh
         # iterations on each block since its latest refresh attempt ("per_block": due at fisher_period, so at first use)
         self._uses_since_refresh = np.full(num_blocks, cfg.fisher_period, dtype=np.int64)
@@ -393,6 +417,11 @@ class _ZerothOrder(base.Optimizer):
     def lr(self) -> float:
         """The learning rate of the update rule in use (before the schedule)."""
         return self._rule.lr
+
+    @property
+    def fisher_refresh(self) -> str:
+        """The Fisher refresh rule in use (``"auto"`` resolved: ``"per_block"`` or ``"sampled"``)."""
+        return self._fisher_refresh
 
     @property
     def lr_schedule(self) -> str:
@@ -621,12 +650,12 @@ class _ZerothOrder(base.Optimizer):
         previous = self._iterations.get(key - 1)
         same_base = previous is not None and np.array_equal(previous.base, self._x)
         batch = previous.batch if same_base else key
-        if cfg.fisher_refresh == "per_block":
+        if self._fisher_refresh == "per_block":
             # At a block's first use, then every fisher_period uses of that block.
             refresh = self._sampler.uses_fisher and self._uses_since_refresh[block] >= cfg.fisher_period
         else:
             refresh = self._sampler.uses_fisher and key % cfg.fisher_period == 0
-        if refresh and cfg.fisher_refresh == "least_recent" and self._oracle is not None:
+        if refresh and self._fisher_refresh == "least_recent" and self._oracle is not None:
             # Refresh the block whose Fisher is oldest (never estimated first) and step on it.
             block = int(np.argmin(self._last_refresh))
             start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
@@ -642,6 +671,15 @@ class _ZerothOrder(base.Optimizer):
         left = self._queries_left()
         if refresh and left is not None and left - (size + 1) < max(size + 1, self.iteration_size):
             # A refresh serves the iterations after it: never spend more on it than they can use.
+            refresh = False
+            self._num_fisher_skipped += 1
+        elif (
+            refresh
+            and self._fisher_refresh == "per_block"
+            and self.budget is not None
+            and self._num_fisher_queries + size + 1 > PER_BLOCK_FISHER_SHARE * self.budget
+        ):
+            # Every block's first use asks for a Fisher: on a small budget that alone could take most of it.
             refresh = False
             self._num_fisher_skipped += 1
         if refresh:
@@ -773,7 +811,7 @@ class _ZerothOrder(base.Optimizer):
         cfg = self._config
         if type(self)._draw_directions is not _ZerothOrder._draw_directions or not getattr(cfg, "prefetch", False):
             return False  # off, or a subclass drawing its own way (the learned optimizer's QueryRNN state)
-        if self._sampler.uses_fisher and (cfg.fisher_refresh == "per_block" or key % cfg.fisher_period == 0):
+        if self._sampler.uses_fisher and (self._fisher_refresh == "per_block" or key % cfg.fisher_period == 0):
             return False  # a refresh may pick another block and changes the block's covariance first
         left = self._queries_left()
         if left is not None and left <= self.iteration_size:
@@ -1020,11 +1058,15 @@ class ZerothOrder(base.ConfiguredOptimizer):
         rate to come back from their early overshoot; with cosine, Nevergrad's own
         ``check_optimizer`` on a 2-d quadratic passed 9 of 20 seeds against 19 of 20).
     fisher_refresh: str
-        when and for which block the Fisher is estimated.  ``"per_block"`` (default): a
-        block's Fisher is estimated when the block is first sampled and again after every
+        when and for which block the Fisher is estimated.  ``"auto"`` (default):
+        ``"per_block"`` when one Fisher for every block costs at most 15 % of the budget
+        (ZO-NP's regime), else ``"sampled"`` (:func:`resolve_fisher_refresh`; the rule in
+        use is the optimizer's ``fisher_refresh``).  ``"per_block"``: a block's Fisher is estimated when the block is first sampled and again after every
         ``fisher_period`` iterations on that block (its own uses, not the optimizer's
         iterations), so each Fisher is fresh where it is first used; that makes about
-        ``B + iterations / fisher_period`` refreshes.  It is the rule with the lowest final
+        ``B + iterations / fisher_period`` refreshes, but never more than
+        ``PER_BLOCK_FISHER_SHARE`` (20 %) of the budget: on a budget too small for every
+        block's Fisher, the blocks left without one run as block ZO-I.  It is the rule with the lowest final
         training loss in the ``standard`` comparison suite (docs: results).  ``"sampled"``
         (the paper's, registered as ``ZONPPaper``): every ``fisher_period`` iterations, the
         block sampled at that iteration; with ``B`` blocks and ``R`` refreshes it leaves a
@@ -1085,7 +1127,7 @@ class ZerothOrder(base.ConfiguredOptimizer):
         block_selection: str = "random",
         normalize: bool = True,
         lr_schedule: tp.Optional[str] = None,
-        fisher_refresh: str = "per_block",
+        fisher_refresh: str = "auto",
         fisher_rank: tp.Optional[int] = None,
         fisher_storage: str = "float32",
         update: str = "adam",
