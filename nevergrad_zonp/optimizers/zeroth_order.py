@@ -750,9 +750,7 @@ class _ZerothOrder(base.Optimizer):
         directions = directions.copy()
         if not isinstance(self._sampler, CoordinateSampler) and not mask.all():
             directions[:, ~mask] = 0.0
-            if self._config.normalize and directions.size:
-                norms = np.sqrt(np.add.reduce(directions * directions, axis=1, keepdims=True))
-                directions *= math.sqrt(size) / np.maximum(norms, _TINY)
+            directions = self._normalised(directions, size)
         discrete = np.flatnonzero(~mask)
         if not len(discrete) or not len(directions) or (len(directions) == 1 and key % 2 == 0):
             return directions, None
@@ -799,10 +797,14 @@ class _ZerothOrder(base.Optimizer):
                 directions = self._sampler.shape(block, noise)
         else:
             directions = self._sampler.shape(block, noise)
+        return self._normalised(directions, size)  # a fresh draw: in place
+
+    def _normalised(self, directions: np.ndarray, size: int) -> np.ndarray:
+        """``directions`` rescaled in place to norm ``sqrt(size)`` each, if configured."""
         if self._config.normalize and directions.size:
             # np.linalg.norm(directions, axis=1, keepdims=True), bit for bit, without its argument handling
             norms = np.sqrt(np.add.reduce(directions * directions, axis=1, keepdims=True))
-            directions *= math.sqrt(size) / np.maximum(norms, _TINY)  # a fresh draw: in place
+            directions *= math.sqrt(size) / np.maximum(norms, _TINY)
         return directions
 
     # ----- drawing the next iteration's directions during the evaluation -----------------
