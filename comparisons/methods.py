@@ -85,7 +85,10 @@ class Method:
         its directions came from, compared on its own) and, for a method without a Fisher,
         the Fisher's settings (its runs do not depend on them).
         """
-        configured = self.build(num_directions, step_size, dimension, zo_settings)
+        return self.settings_of(self.build(num_directions, step_size, dimension, zo_settings))
+
+    def settings_of(self, configured: base.ConfiguredOptimizer) -> dict[str, tp.Any]:
+        """:meth:`effective_settings` of an optimizer this method has built."""
         keep = self.relevant_settings
         config = {
             key: value

@@ -167,14 +167,15 @@ def _same_run(record: Record, spec: "RunSpec") -> bool:
     stream = METHODS[spec.method].direction_stream(spec.task.zo_settings)
     if stream is not None and record["settings"].get("direction_stream", UNRECORDED_DIRECTION_STREAM) != stream:
         return False  # other random numbers: another run
+    if _run_identity(stored) != _run_identity(expected):
+        return False
     effective = record["settings"].get("optimizer_settings")
     dimension = record.get("row", {}).get("dimension")
     if effective is None or dimension is None:
         return False  # made without a record of its optimizer's settings: nothing says they are today's
     task = spec.task
-    if effective != METHODS[spec.method].effective_settings(task.num_directions, spec.step_size, dimension, task.zo_settings):
-        return False  # another optimizer, or a default changed since
-    return _run_identity(stored) == _run_identity(expected)
+    # (last: it builds the optimizer's configuration) another optimizer, or a default changed since?
+    return effective == METHODS[spec.method].effective_settings(task.num_directions, spec.step_size, dimension, task.zo_settings)
 
 
 def step_grid(low: float, high: float, size: int) -> list[float]:
@@ -345,9 +346,7 @@ def _execute(spec: RunSpec) -> Record:
         "task": task_spec.settings(),
         "method": spec.method,
         "optimizer": repr(configured),
-        "optimizer_settings": method.effective_settings(
-            task_spec.num_directions, spec.step_size, adapter.dimension, task_spec.zo_settings
-        ),
+        "optimizer_settings": method.settings_of(configured),
         "seed": spec.seed,
         "step_name": method.step_name,
         "step_size": spec.step_size,
