@@ -5,21 +5,34 @@
 [--methods NAME ...]`` runs a suite
 (resuming from the run files already in ``--out``), then writes its report;
 ``python -m comparisons report FOLDER`` rewrites the report of stored results.
+
+Exit status of ``run``: 0 when every run is stored; 1 when runs failed (their keys and
+where their tracebacks are are printed; the other runs are stored and reported, and the same
+command retries the failed ones); 130 on Ctrl-C (SIGINT), after one line saying how many
+runs are kept and the command that resumes.  ``report`` exits with 1 and the reason when it
+cannot read the results.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 import time
 import typing as tp
+import warnings
 
 from tqdm import tqdm
 
 from nevergrad_zonp.optimizers.zeroth_order import DIRECTION_STREAMS
 
-from .report import write_report
-from .runner import RunSpec, run_suite
-from .suites import SUITES, paper_suite
+from .report import ReportError, ReportWarning, write_report
+from .runner import FailedRuns, RunSpec, SuiteInterrupted, first_interrupt_only, run_suite
+from .suites import SUITES, Suite, paper_suite
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report a process ended by it.
+INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,11 +56,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(folder: str) -> bool:
+    """Writes the report of ``folder`` and prints its path and what it left out, or prints why it could not."""
+    try:
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", ReportWarning)
+            path = write_report(folder)
+    except ReportError as error:
+        print(f"report: not written: {error}", file=sys.stderr)
+        return False
+    for note in notes:
+        if issubclass(note.category, ReportWarning):
+            print(f"report: left out: {note.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(note.message, note.category, note.filename, note.lineno)
+    print(f"report: {path}")
+    return True
+
+
 def main(argv: tp.Sequence[str] | None = None) -> None:
     """Entry point of ``python -m comparisons``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "report":
-        print(f"report: {write_report(args.folder)}")
+        if not _report(args.folder):
+            raise SystemExit(1)
         return
     if args.suite == "paper":
         suite = paper_suite(fashion_mnist=args.fashion_mnist, cifar10=args.cifar10)
@@ -57,13 +90,43 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         suite = suite.restricted_to(args.tasks, args.methods)
     if args.direction_stream is not None:
         suite = suite.with_direction_stream(args.direction_stream)
+    started = time.perf_counter()
+    counts = {"runs": 0, "skipped": 0}
+    failure = None
+    with first_interrupt_only():  # after a first Ctrl-C, further ones do not cut the shutdown short
+        try:
+            _run(suite, args, counts)
+        except SuiteInterrupted as stop:
+            print(
+                f"interrupted: {stop.kept} runs kept in {stop.folder} ({stop.finished} finished in this session); "
+                f"resume with: python -m comparisons {shlex.join(argv)}",
+                file=sys.stderr, flush=True,
+            )
+            sys.stdout.flush()
+            # At once: a run still computing in the one-thread executor would hold the interpreter's exit
+            # until its next iteration (or the end of its pretraining); everything kept is on disk.
+            os._exit(INTERRUPTED)
+        except FailedRuns as failed:
+            failure = failed
+    extensions = max(0, counts["runs"] - suite.num_runs)
+    print(
+        f"{counts['runs']} runs ({suite.num_runs} planned, {extensions} for grid extensions; {counts['skipped']} "
+        f"already in {args.out}) in {time.perf_counter() - started:.0f} s"
+    )
+    reported = _report(args.out)
+    if failure is not None:
+        raise SystemExit(f"error: {failure}")
+    if not reported:
+        raise SystemExit(1)
+
+
+def _run(suite: Suite, args: argparse.Namespace, counts: dict[str, int]) -> None:
+    """Runs ``suite`` as the command line asks, with a progress bar, counting runs (and reused ones) in ``counts``."""
     client = None
     if args.dask_scheduler:
         from distributed import Client
 
         client = Client(args.dask_scheduler)
-    started = time.perf_counter()
-    counts = {"runs": 0, "skipped": 0}
     try:
         with tqdm(total=suite.num_runs, desc=f"suite {suite.name}", unit="run") as bar:
 
@@ -79,12 +142,6 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
     finally:
         if client is not None:
             client.close()
-    extensions = max(0, counts["runs"] - suite.num_runs)
-    print(
-        f"{counts['runs']} runs ({suite.num_runs} planned, {extensions} for grid extensions; {counts['skipped']} "
-        f"already in {args.out}) in {time.perf_counter() - started:.0f} s"
-    )
-    print(f"report: {write_report(args.out)}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,23 @@ Reads what :func:`comparisons.runner.run_suite` wrote (``results.csv``, ``curves
   has the same number of checkpoints, so seeds are averaged checkpoint by checkpoint
   (x and y alike).  Figures are drawn with matplotlib's object API (``Figure``, rendered
   by the Agg canvas), so no pyplot state or display is involved.
+
+What cannot be read is said, never skipped in silence: a missing or unparseable
+``results.csv``, ``curves.csv`` or ``tuning.json``, or one without the columns the report
+needs, raises :class:`ReportError` naming the file and the problem.  Rows that a file cut
+short or damaged left incomplete (a last line without its newline, a row with fewer fields
+than the header) are left out with a :class:`ReportWarning` and a line at the top of
+``report.md``, as are runs that failed (``runs/failed/``) and a folder with no reported run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import typing as tp
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +41,27 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import mannwhitneyu
 
-from .runner import CURVES_FILE, RESULTS_FILE, SETTINGS_FILE, TUNING_FILE
+from .runner import CURVES_FILE, FAILED_DIR, RESULTS_FILE, RUNS_DIR, SETTINGS_FILE, TUNING_FILE, incomplete_rows
 
 REPORT_FILE = "report.md"
 #: A run diverged late when its final training loss exceeds this multiple of its best checkpoint.
 LATE_DIVERGENCE = 1.5
 REFERENCE = "ZONP"
 _AXES = (("queries", "queries"), ("sample_forwards", "sample forwards"), ("elapsed_time", "wall time [s]"))
+#: Columns the report reads (besides each task's ``test_<metric>``).
+RESULTS_COLUMNS = (
+    "task", "phase", "optimizer_name", "metric", "loss", "seed", "step_name", "step_size", "queries", "fisher_queries",
+    "budget", "dimension", "trained_on", "pretrain_epochs", "num_directions", "batch_size", "elapsed_time",
+)
+CURVES_COLUMNS = ("task", "phase", "optimizer_name", "seed", "checkpoint", "train_loss", *(x for x, _ in _AXES))
+
+
+class ReportError(ValueError):
+    """The stored results cannot be reported: a file is missing, unreadable or lacks what the report needs."""
+
+
+class ReportWarning(UserWarning):
+    """Something the report leaves out (incomplete rows, failed runs), also said at the top of ``report.md``."""
 
 
 def mean_std(values: tp.Sequence[float]) -> str:
@@ -169,6 +192,8 @@ def tuning_table(tuning: dict[str, tp.Any]) -> str:
         scores = ", ".join(f"{score:.4g}" for score in entry["scores"])
         mark = " (at the grid's edge)" if entry["at_edge"] else ""
         extended = f"; grid extended {entry['extensions']}x" if entry["extensions"] else ""
+        if entry.get("failed"):
+            extended += f"; {len(entry['failed'])} failed tuning run(s) counted as infinite loss"
         lines.append(f"| {name} | {entry['step_name']} | {grid} | {scores} | {entry['chosen']:g}{mark}{extended} |")
     if not fixed:
         return "\n".join(lines)
@@ -215,15 +240,103 @@ def _maximize(runs: pd.DataFrame) -> bool:
     return bool(runs["maximize"].iloc[0]) if "maximize" in runs else True
 
 
+def _read_table(path: Path, required: tp.Iterable[str], notes: list[str]) -> pd.DataFrame:
+    """The CSV table at ``path`` without its incomplete rows, each left out with a line in ``notes``.
+
+    Incomplete rows: :func:`~comparisons.runner.incomplete_rows`.  Raises :class:`ReportError`
+    when the file is missing, cannot be parsed or lacks one of the ``required`` columns.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        table = pd.read_csv(io.StringIO(text))
+    except FileNotFoundError as error:
+        raise ReportError(f"{path} is missing") from error
+    except (ValueError, UnicodeDecodeError) as error:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise ReportError(f"{path} cannot be read: {error}") from error
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise ReportError(f"{path} has no column {', '.join(missing)} (cut short, or not written by the harness)")
+    incomplete = incomplete_rows(text)
+    if not incomplete:
+        return table
+    lines = [line for row in incomplete for line in row]
+    notes.append(
+        f"{path.name}: {len(incomplete)} incomplete row(s) left out (line {', '.join(map(str, lines))}): the file "
+        "was cut short or damaged; run the suite again to rewrite it from the run files"
+    )
+    return pd.read_csv(io.StringIO(text), skiprows=[line - 1 for line in lines])
+
+
+def _read_tuning(path: Path) -> dict[str, dict[str, dict[str, tp.Any]]]:
+    """``tuning.json``: task -> method -> entry; :class:`ReportError` when it is missing or not of that form."""
+    try:
+        tuning = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ReportError(f"{path} is missing") from error
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path} cannot be read: {error}") from error
+    if not isinstance(tuning, dict) or not all(
+        isinstance(entries, dict) and all(isinstance(entry, dict) and "chosen" in entry for entry in entries.values())
+        for entries in tuning.values()
+    ):
+        raise ReportError(f"{path} is not a mapping task -> method -> entry with a chosen step size")
+    return tuning
+
+
+def _read_settings(path: Path) -> dict[str, tp.Any]:
+    """``settings.json`` (``{}`` where there is none); :class:`ReportError` when it cannot be read."""
+    if not path.exists():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path} cannot be read: {error}") from error
+    if not isinstance(settings, dict):
+        raise ReportError(f"{path} is not a mapping of the suite's settings")
+    return settings
+
+
+def _failed_runs(root: Path) -> list[str]:
+    """Keys of the runs whose failure is recorded under ``runs/failed/`` (and not redone since)."""
+    return sorted(path.stem for path in (root / RUNS_DIR / FAILED_DIR).glob("*.txt"))
+
+
 def write_report(folder: str | os.PathLike[str]) -> Path:
-    """Writes ``report.md`` and the PNGs from the results in ``folder``; returns the report's path."""
+    """Writes ``report.md`` and the PNGs from the results in ``folder``; returns the report's path.
+
+    Raises :class:`ReportError` when the results cannot be read; issues a
+    :class:`ReportWarning` (and a line in the report) for each thing left out.
+    """
     root = Path(folder)
-    results = pd.read_csv(root / RESULTS_FILE)
-    curves = pd.read_csv(root / CURVES_FILE)
-    tuning = json.loads((root / TUNING_FILE).read_text())
-    settings_path = root / SETTINGS_FILE
-    groups = json.loads(settings_path.read_text()).get("seed_groups", {}) if settings_path.exists() else {}
+    notes: list[str] = []
+    results = _read_table(root / RESULTS_FILE, RESULTS_COLUMNS, notes)
+    curves = _read_table(root / CURVES_FILE, CURVES_COLUMNS, notes)
+    tuning = _read_tuning(root / TUNING_FILE)
+    groups = _read_settings(root / SETTINGS_FILE).get("seed_groups", {})
     final, final_curves = results[results.phase == "final"], curves[curves.phase == "final"]
+    for task, runs in results.groupby("task", sort=False):
+        column = f"test_{runs.metric.iloc[0]}"
+        for path, table in ((root / RESULTS_FILE, results), (root / CURVES_FILE, curves)):
+            if column not in table.columns:
+                raise ReportError(f"{path} has no column {column} (the metric of task {task!r})")
+    failed = _failed_runs(root)
+    if failed:
+        notes.append(
+            f"{len(failed)} failed run(s), not in the tables (tracebacks in {RUNS_DIR}/{FAILED_DIR}/; running the "
+            f"suite again retries them): {', '.join(failed)}"
+        )
+    if final.empty:
+        notes.append(f"{RESULTS_FILE} has no reported run (phase final) yet: there is no table to show")
+    steps_tables = {}
+    for task in final.task.unique():
+        if task not in tuning:
+            raise ReportError(f"{root / TUNING_FILE} has no entry for task {task!r}, which {RESULTS_FILE} reports")
+        try:
+            steps_tables[task] = tuning_table(tuning[task])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ReportError(f"{root / TUNING_FILE}: the entries of task {task!r} are incomplete ({error!r})") from error
+    for note in notes:
+        warnings.warn(note, ReportWarning, stacklevel=2)
     entries = [entry for task in tuning.values() for entry in task.values()]
     steps = []
     if any("grid" in entry for entry in entries):
@@ -232,9 +345,10 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
             "same size for every method, extended where the best point was at an edge)."
         )
     steps += sorted({f"Step sizes not tuned here: {entry['rule']}" for entry in entries if "grid" not in entry})
-    sections = [
-        "# Comparison report",
-        "",
+    sections = ["# Comparison report", ""]
+    if notes:
+        sections += ["Left out of this report:", "", *(f"- {note}" for note in notes), ""]
+    sections += [
         "Mean ± standard deviation over seeds of the reported runs; `train loss` is the final loss of the "
         "recommendation on the full training split; p-values: two-sided Mann-Whitney U of ZONP against each "
         f"method; a late divergence is a run whose final training loss is above {LATE_DIVERGENCE:g} times its best "
@@ -275,7 +389,7 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
             "",
             "Step-size tuning:",
             "",
-            tuning_table(tuning[task]),
+            steps_tables[task],
             "",
             f"![{task} curves]({image})",
         ]
