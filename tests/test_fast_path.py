@@ -170,8 +170,7 @@ def test_bad_tells_are_refused_without_corrupting_the_state():
     assert optimizer.num_tell == 11 and optimizer.num_steps == 1
     nes = ng.optimizers.registry["SNES"](parametrization=4, budget=100)
     generation = nes.ask_iteration()
-    with pytest.raises(RuntimeError, match="not told yet"):
-        nes.ask_iteration()
+    assert nes.ask_iteration() is generation and nes.num_ask == generation.size  # the open one, not a second
     with pytest.raises(ValueError, match="shape"):
         nes.tell_iteration(generation, [0.0])
     nes.tell_iteration(generation, square(generation.values()))
@@ -179,8 +178,7 @@ def test_bad_tells_are_refused_without_corrupting_the_state():
         nes.tell_iteration(generation, square(generation.values()))
     cma = CMA_PRESETS["CMA-diagonal"](parametrization=4, budget=100)
     generation = cma.ask_iteration()
-    with pytest.raises(RuntimeError, match="not told yet"):
-        cma.ask_iteration()
+    assert cma.ask_iteration() is generation and cma.num_ask == generation.size
     with pytest.raises(ValueError, match="shape"):
         cma.tell_iteration(generation, [0.0])
     assert cma.num_tell == 0 and cma._es.countiter == 0

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from nevergrad.optimization import base
 
-from .._checks import integer_at_least, positive_finite
 from ..optimizers.registration import register
+from ..optimizers.settings import check_choice, check_fraction, check_integer, check_positive
 from ..optimizers.zeroth_order import BLOCK_SELECTIONS, ZerothOrder, _ZerothOrder
 from .rnn import SHIPPED_WEIGHTS, load_weights, query_std, weights_path
 
@@ -230,16 +230,12 @@ class LearnedZO(base.ConfiguredOptimizer):
         config = dict(locals())
         if not isinstance(query, (bool, np.bool_)):
             raise TypeError(f"query must be True or False, got {query!r}")
-        if not (query_probability == 0 or positive_finite(query_probability)) or not query_probability <= 1:
-            raise ValueError(f"query_probability must be in [0, 1], got {query_probability!r}")
-        for name, value in (("num_directions", num_directions), ("max_block_size", max_block_size)):
-            if not integer_at_least(value, 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name, value in (("mu", mu), ("update_scale", update_scale)):
-            if not positive_finite(value):
-                raise ValueError(f"{name} must be positive and finite, got {value!r}")
-        if block_selection not in BLOCK_SELECTIONS:
-            raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")
+        check_fraction("query_probability", query_probability, zero=True)
+        check_integer("num_directions", num_directions)
+        check_integer("max_block_size", max_block_size)
+        check_positive("mu", mu)
+        check_positive("update_scale", update_scale)
+        check_choice("block_selection", block_selection, BLOCK_SELECTIONS)
         if weights is not None and not weights_path(weights).is_file():
             raise FileNotFoundError(
                 f"no ZO-L2L weights file at {weights} (shipped weights: {sorted(SHIPPED_WEIGHTS)})"

@@ -21,13 +21,18 @@ from nevergrad.optimization import base
 from nevergrad.optimization.optimizerlib import ParametrizedCMA, _CMA
 
 from .iterations import IterationRequest, plain_array_origin
+from .settings import CheckedOptimizer, check_choice, check_flag, check_integer, check_positive
 
 RECOMMENDATIONS = ("mean", "best")
 #: Nevergrad's ``tell`` clips NaN, inf and anything from here up to this value.
 FAILED_LOSS = 5.0e20
 
 
-class _MeanRecommendingCMA(_CMA):
+class _PresetCMA(CheckedOptimizer, _CMA):
+    """Nevergrad's CMA-ES with the checks of this package's optimizers (budget, ``num_workers``, one loss per tell)."""
+
+
+class _MeanRecommendingCMA(_PresetCMA):
     """Nevergrad's CMA-ES, recommending the search distribution's mean.
 
     The mean is recorded after every completed generation, so a restart of ``cma`` (a new
@@ -47,7 +52,7 @@ class _MeanRecommendingCMA(_CMA):
 
     # ----- generation-level fast path ------------------------------------------------
     _origin: tp.Optional[np.ndarray] = None
-    _requested: tp.Optional[tuple[int, np.ndarray]] = None
+    _requested: tp.Optional[IterationRequest] = None  # the generation asked by ask_iteration, not told yet
     _num_requests: int = 0
 
     @property
@@ -58,6 +63,11 @@ class _MeanRecommendingCMA(_CMA):
         if self._origin is None:
             self._origin = plain_array_origin(self.parametrization)
         return self._origin is not None
+
+    @property
+    def open_request(self) -> tp.Optional[IterationRequest]:
+        """The generation asked with :meth:`ask_iteration` and not told yet (``None`` if there is none)."""
+        return self._requested
 
     def ask_iteration(self) -> IterationRequest:
         """Asks a whole generation at once, without a Nevergrad candidate per sample.
@@ -70,11 +80,18 @@ class _MeanRecommendingCMA(_CMA):
         best).  No candidate asked with ``ask`` may be waiting for its tell.  A generation
         that would pass the budget is cut to the queries left and never told to ``cma``,
         as on the per-candidate path.
+
+        One generation is open at a time: until it is told, ``ask_iteration`` returns the
+        same request again (:attr:`open_request`), so an evaluation that raised is retried
+        on the same samples and the run goes on as if it had not failed.  Its samples count
+        once in ``num_ask``.  To give a generation up, tell it NaN losses (failed samples).
         """
         if not self.supports_iterations:
             raise TypeError("ask_iteration needs a plain ng.p.Array parametrization and cma (not fcmaes); use ask/tell")
-        if self._to_be_told or self._to_be_asked or self._requested is not None:
-            raise RuntimeError("candidates asked before are not told yet: tell them before ask_iteration()")
+        if self._requested is not None:
+            return self._requested
+        if self._to_be_told or self._to_be_asked:
+            raise RuntimeError("candidates asked through ask() are not told yet: tell them before ask_iteration()")
         samples = np.array(self.es.ask(), dtype=float)
         count = len(samples)
         if self.budget is not None and 0 < self.budget - self.num_ask < count:
@@ -82,9 +99,10 @@ class _MeanRecommendingCMA(_CMA):
         assert self._origin is not None
         index = self._num_requests
         self._num_requests += 1
-        self._requested = (index, samples[:count])
         self._num_ask += count
-        return IterationRequest(index=index, theta=self._origin.copy(), start=0, deltas=samples[:count], key=index)
+        deltas = samples[:count]
+        self._requested = IterationRequest(index=index, theta=self._origin.copy(), start=0, deltas=deltas, key=index)
+        return self._requested
 
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
         """Tells the losses of the generation asked by :meth:`ask_iteration` and updates ``cma``.
@@ -93,10 +111,13 @@ class _MeanRecommendingCMA(_CMA):
         """
         values = np.asarray(losses, dtype=np.float64)
         if values.shape != (request.size,):
-            raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} samples")
-        if self._requested is None or self._requested[0] != request.index:
+            raise ValueError(
+                f"tell_iteration got losses of shape {values.shape}; the request has {request.size} samples: "
+                f"expected shape ({request.size},)"
+            )
+        if self._requested is None or self._requested.index != request.index:
             raise ValueError(f"generation {request.index} is not the open generation asked with ask_iteration")
-        samples = self._requested[1]
+        samples = self._requested.deltas
         self._requested = None
         self._num_tell += len(values)
         clipped = np.where(values < FAILED_LOSS, values, FAILED_LOSS)  # NaN compares False: clipped
@@ -137,16 +158,14 @@ def cma_es(
     On mini-batch losses the best evaluated point is the one whose batch was kindest to
     it, and it can date from an earlier restart, so the comparisons use the mean.
     """
-    if num_directions < 1:
-        raise ValueError(f"num_directions (Q) must be at least 1, got {num_directions}")
-    if not sigma0 > 0:
-        raise ValueError(f"sigma0 must be positive, got {sigma0}")
-    if recommendation not in RECOMMENDATIONS:
-        raise ValueError(f"recommendation must be one of {RECOMMENDATIONS}, got {recommendation!r}")
+    num_directions = check_integer("num_directions (Q)", num_directions)
+    check_positive("sigma0", sigma0)
+    diagonal = check_flag("diagonal", diagonal)
+    check_choice("recommendation", recommendation, RECOMMENDATIONS)
     kind = "diagonal" if diagonal else "full"
     configured = ParametrizedCMA(popsize=num_directions + 1, scale=sigma0, diagonal=diagonal)
-    if recommendation == "mean":  # same configuration, same ``cma`` runs; only the recommendation differs
-        configured._OptimizerClass = _MeanRecommendingCMA
+    # same configuration, same ``cma`` runs; only the recommendation differs
+    configured._OptimizerClass = _MeanRecommendingCMA if recommendation == "mean" else _PresetCMA
     return configured.set_name(
         f"CMA-ES({kind}, popsize={num_directions + 1}, sigma0={sigma0:g}, recommends {recommendation})"
     )

@@ -77,6 +77,29 @@ def check_parametrization(parametrization: p.Parameter, optimizer: str, *, finit
             )
 
 
+def check_oracle_start(parametrization: p.Parameter, oracle: tp.Any) -> None:
+    """Refuses a parametrization whose value is not where the oracle's parameters start.
+
+    ``oracle`` is a model-aware objective (an adapter) with a ``parametrization`` whose
+    value is the model's own parameters (``theta0``).  An optimizer built on another
+    vector parametrization of the same size (typically ``parametrization=adapter.dimension``,
+    which starts at zero) would drop the model's initialisation without a word.  Values
+    that are not vectors of the oracle's shape are left to the objective, which refuses them.
+    """
+    mine = parametrization.value
+    theirs = oracle.parametrization.value
+    if not (isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray)) or mine.shape != theirs.shape:
+        return
+    if np.allclose(mine, theirs, rtol=1e-6, atol=1e-9):  # the same start, up to a float32 rounding
+        return
+    difference = float(np.max(np.abs(np.asarray(mine, dtype=np.float64) - theirs)))
+    raise ValueError(
+        f"The optimizer's parametrization starts at a vector of norm {np.linalg.norm(mine):.6g} but the objective's "
+        f"parameters start at one of norm {np.linalg.norm(theirs):.6g} (dimension {theirs.size}, largest difference "
+        f"{difference:.6g}): build the optimizer on parametrization=adapter.parametrization to start from the "
+        "model's own parameters (to start elsewhere, load those parameters into the model before making the adapter)"
+    )
+
 
 def continuous_coordinates(parametrization: p.Parameter, probe: float = 1e-2) -> tp.Optional[np.ndarray]:
     """Which standardized coordinates move a continuous value (``None``: all of them).

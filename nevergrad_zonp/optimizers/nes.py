@@ -40,6 +40,7 @@ from nevergrad.parametrization import parameter as p
 from nevergrad_zonp.optimizers.iterations import IterationRequest, check_parametrization, plain_array_origin
 from nevergrad_zonp.optimizers.registration import register
 from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes, single_threaded_blas
+from nevergrad_zonp.optimizers.settings import CheckedOptimizer, check_choice, check_flag, check_integer, check_positive
 
 Covariance = tp.Literal["separable", "full"]
 
@@ -109,7 +110,7 @@ def check_full_covariance_memory(dimension: int, available: int | None = None) -
     return needed
 
 
-class _NES(base.Optimizer):
+class _NES(CheckedOptimizer):
     """SNES / xNES state and Nevergrad hooks.
 
     Generations: every ask samples from the current distribution and remembers its noise
@@ -152,7 +153,8 @@ class _NES(base.Optimizer):
         self._told_losses: list[float] = []
         self._num_generations = 0
         self._origin: np.ndarray | None = None  # value at standardized data 0 (plain Array only)
-        self._requested: tuple[int, np.ndarray] | None = None  # generation asked by ask_iteration, not told yet
+        # generation asked by ask_iteration and not told yet: the request and its noise
+        self._requested: tuple[IterationRequest, np.ndarray] | None = None
         pruning = archive_pruning(self.dimension)
         if pruning is not None:
             self.pruning = pruning
@@ -234,6 +236,11 @@ class _NES(base.Optimizer):
             self._origin = plain_array_origin(self.parametrization)
         return self._origin is not None
 
+    @property
+    def open_request(self) -> IterationRequest | None:
+        """The generation asked with :meth:`ask_iteration` and not told yet (``None`` if there is none)."""
+        return None if self._requested is None else self._requested[0]
+
     def ask_iteration(self) -> IterationRequest:
         """Asks a whole generation (``lambda`` samples) at once, without a Nevergrad candidate per sample.
 
@@ -246,23 +253,30 @@ class _NES(base.Optimizer):
         generation partly told is completed by the request.
         With a budget, a generation that would pass it is cut to the queries left (its
         samples are told but make no update, as on the per-candidate path).
+
+        One generation is open at a time: until it is told, ``ask_iteration`` returns the
+        same request again (:attr:`open_request`), so an evaluation that raised is retried
+        on the same samples and the run goes on as if it had not failed.  Its samples count
+        once in ``num_ask``.  To give a generation up, tell it NaN losses (failed samples).
         """
         if not self.supports_iterations:
             raise TypeError("ask_iteration needs a plain ng.p.Array parametrization (no bounds, sigma 1); use ask/tell")
-        if self._pending or self._requested is not None:
-            raise RuntimeError(
-                "samples asked through ask() or ask_iteration() are not told yet: tell them before ask_iteration()"
-            )
+        if self._requested is not None:
+            return self._requested[0]
+        if self._pending:
+            raise RuntimeError("samples asked through ask() are not told yet: tell them before ask_iteration()")
         count = self.constants.popsize - len(self._told_losses)  # completes a generation cut short before
         if self.budget is not None and 0 < self.budget - self.num_ask < count:
             count = self.budget - self.num_ask  # the rest of the budget, as the per-candidate loop asks it
         samples = [self._sample() for _ in range(count)]
         noise = np.array([sample[0] for sample in samples])
         data = np.array([sample[1] for sample in samples])
-        self._requested = (self._num_generations, noise)
         self._num_ask += len(data)
         assert self._origin is not None
-        return IterationRequest(index=self._num_generations, theta=self._origin.copy(), start=0, deltas=data, key=self._num_generations)
+        index = self._num_generations
+        request = IterationRequest(index=index, theta=self._origin.copy(), start=0, deltas=data, key=index)
+        self._requested = (request, noise)
+        return request
 
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
         """Tells the ``lambda`` losses of the generation asked by :meth:`ask_iteration` and updates.
@@ -272,10 +286,13 @@ class _NES(base.Optimizer):
         """
         values = np.asarray(losses, dtype=np.float64)
         if values.shape != (request.size,):
-            raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} samples")
-        if self._requested is None or self._requested[0] != request.index:
+            raise ValueError(
+                f"tell_iteration got losses of shape {values.shape}; the request has {request.size} samples: "
+                f"expected shape ({request.size},)"
+            )
+        if self._requested is None or self._requested[0].index != request.index:
             raise ValueError(f"generation {request.index} is not the open generation asked with ask_iteration")
-        noise = self._requested[1]
+        request, noise = self._requested
         self._requested = None
         self._num_tell += len(values)
         clipped = np.where((values < FAILED_LOSS) & (values > -math.inf), values, FAILED_LOSS)  # NaN compares False: failed
@@ -358,23 +375,15 @@ class NaturalEvolutionStrategy(base.ConfiguredOptimizer):
         mirrored: bool = False,
     ) -> None:
         super().__init__(_NES, locals(), as_config=True)
-        if covariance not in ("separable", "full"):
-            raise ValueError(f"covariance must be 'separable' or 'full', got {covariance!r}")
-        if popsize is not None and popsize < 2:
-            raise ValueError(f"popsize must be at least 2, got {popsize}")
+        self.covariance = check_choice("covariance", covariance, ("separable", "full"))
+        self.popsize = check_integer("popsize", popsize, 2, optional=True)
         if eta_b is not None and covariance != "full":
             raise ValueError("eta_b is the learning rate of xNES's B matrix: it needs covariance='full'")
-        rates = {"eta_mu": eta_mu, "eta_sigma": eta_sigma, "eta_b": eta_b, "sigma0": sigma0}
-        for name, value in rates.items():
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        self.covariance = covariance
-        self.popsize = popsize
-        self.eta_mu = eta_mu
-        self.eta_sigma = eta_sigma
-        self.eta_b = eta_b
-        self.sigma0 = sigma0
-        self.mirrored = mirrored
+        self.eta_mu = check_positive("eta_mu", eta_mu)
+        self.eta_sigma = check_positive("eta_sigma", eta_sigma, optional=True)
+        self.eta_b = check_positive("eta_b", eta_b, optional=True)
+        self.sigma0 = check_positive("sigma0", sigma0)
+        self.mirrored = check_flag("mirrored", mirrored)
 
     def constants(self, dimension: int) -> NESConstants:
         """The constants a run at ``dimension`` uses: the paper's defaults, then these settings."""

@@ -55,10 +55,16 @@ from ..fisher import finite_difference_jacobian, fisher_from_jacobian
 from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import UPDATE_RULES, zo_gradient
-from .._checks import integer_at_least, positive_finite
-from .iterations import IterationRequest, check_parametrization, continuous_coordinates, plain_array_origin
+from .iterations import (
+    IterationRequest,
+    check_oracle_start,
+    check_parametrization,
+    continuous_coordinates,
+    plain_array_origin,
+)
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
+from .settings import CheckedOptimizer, check_choice, check_flag, check_fraction, check_integer, check_positive
 
 #: Random numbers per iteration (``Q x`` largest block) from which they are drawn ahead in a
 #: thread: below it the hand-over costs more than the draw (a 10 x 282 draw on the
@@ -170,7 +176,6 @@ class _Iteration:
     asked: int = 0
     told: int = 0
     limit: tp.Optional[int] = None
-    fast: bool = False
     #: the discrete probe of the last direction, ``(coordinate, displacement)``, if the iteration has one
     probe: tp.Optional[tp.Tuple[int, float]] = None
 
@@ -251,7 +256,7 @@ def _torch_generator(state: torch.Tensor) -> torch.Generator:
 _ZO_NAMES = "A zeroth-order optimizer (ZONP, ZOI, ZOco, their SGD/sign variants, ZOL2L)"
 
 
-class _ZerothOrder(base.Optimizer):
+class _ZerothOrder(CheckedOptimizer):
     """State and Nevergrad hooks of :class:`ZerothOrder` (see the module docstring)."""
 
     def __init__(
@@ -284,7 +289,7 @@ class _ZerothOrder(base.Optimizer):
         default_lr = DEFAULT_SGD_LR if cfg.update == "sgd" else DEFAULT_LR
         self._rule = UPDATE_RULES[cfg.update](self.dimension, num_blocks, default_lr if cfg.lr is None else cfg.lr)
         self._lr_schedule = DEFAULT_SCHEDULE if cfg.lr_schedule is None else cfg.lr_schedule
-        self._fisher_refresh = resolve_fisher_refresh(cfg.fisher_refresh, self._bounds, budget)
+        self._fisher_refresh = resolve_fisher_refresh(cfg.fisher_refresh, self._bounds, self.budget)
         self._last_refresh = np.full(num_blocks, -1, dtype=np.int64)  # iteration of each block's latest refresh
         # iterations on each block since its latest refresh attempt ("per_block": due at fisher_period, so at first use)
         self._uses_since_refresh = np.full(num_blocks, cfg.fisher_period, dtype=np.int64)
@@ -306,6 +311,7 @@ class _ZerothOrder(base.Optimizer):
         self._num_fisher_skipped = 0
         self._oracle: tp.Optional[OutputOracle] = None
         self._origin: tp.Optional[np.ndarray] = None  # value at standardized data 0 (plain Array only)
+        self._open_request: tp.Optional[IterationRequest] = None  # asked with ask_iteration, not told yet
         self._prefetch: tp.Optional[_Prefetch] = None  # next iteration's directions, drawn during the evaluation
         self._num_prefetched = 0  # iterations whose directions were drawn ahead and used
         # The "torch" direction stream's generator, seeded from the Nevergrad random state at the
@@ -391,6 +397,11 @@ class _ZerothOrder(base.Optimizer):
 
         ``minimize`` attaches a model-aware objective by itself; ask/tell users call this.
         The oracle is not pickled with the optimizer: re-attach it after ``load``.
+
+        The optimizer's parametrization must be the oracle's: a plain ``ng.p.Array`` of the
+        same dimension starting at the same value (an adapter's ``parametrization``, at the
+        model's own parameters).  A parametrization built from the dimension alone starts
+        at zero, not at the model's parameters, and is refused with a ``ValueError``.
         """
         if not isinstance(oracle, OutputOracle):
             raise TypeError(f"{oracle!r} is not an output oracle (needs assign_batch and block_outputs)")
@@ -407,6 +418,7 @@ class _ZerothOrder(base.Optimizer):
                 "An output oracle needs a plain ng.p.Array parametrization (no bounds, sigma 1): "
                 "use adapter.parametrization"
             )
+        check_oracle_start(self.parametrization, oracle)
         self._oracle = oracle
         if self._config.lr is None and self._config.update != "sgd":
             self._rule.lr = DEFAULT_ORACLE_LR
@@ -430,6 +442,11 @@ class _ZerothOrder(base.Optimizer):
 
     # ----- iteration-level fast path --------------------------------------------------
     @property
+    def open_request(self) -> tp.Optional[IterationRequest]:
+        """The iteration asked with :meth:`ask_iteration` and not told yet (``None`` if there is none)."""
+        return self._open_request
+
+    @property
     def supports_iterations(self) -> bool:
         """Whether :meth:`ask_iteration` can be used: the parametrization is a plain ``ng.p.Array``.
 
@@ -450,12 +467,21 @@ class _ZerothOrder(base.Optimizer):
         to its end first.  Told queries of the fast path do not enter Nevergrad's archive
         or ``current_bests`` (the recommendation is the optimizer's own, as on the other
         path), and per-candidate ``ask``/``tell`` callbacks are not called.
+
+        One request is open at a time: until it is told, ``ask_iteration`` returns the same
+        request again (:attr:`open_request`: the same base vector, deltas and mini-batch
+        key), so an evaluation that raised is retried and the run goes on as if it had not
+        failed.  Its queries count once in ``num_ask`` and the query budget (an adapter
+        counts in its ``queries`` every evaluation it makes, the failed one included).  To
+        give an iteration up, tell it NaN losses (failed queries, left out of the estimate).
         """
         if not self.supports_iterations:
             raise TypeError(
                 "ask_iteration needs a plain ng.p.Array parametrization (no bounds, sigma 1, no constraint); "
                 "use ask/tell"
             )
+        if self._open_request is not None:
+            return self._open_request
         self._close_stale_iteration()
         latest = self._iterations.get(self._num_iterations - 1)
         if latest is not None and latest.asked < latest.size:
@@ -468,18 +494,17 @@ class _ZerothOrder(base.Optimizer):
             raise errors.NevergradEarlyStopping(f"Query budget {self.budget} spent (Fisher queries included)")
         iteration = self._start_iteration()
         iteration.asked = iteration.size
-        iteration.fast = True
         self._num_ask += iteration.size
         start, stop = int(self._bounds[iteration.block]), int(self._bounds[iteration.block + 1])
         deltas = np.empty((iteration.size, stop - start))
         deltas[0] = 0.0
         np.multiply(self._step_size(stop - start), iteration.directions, out=deltas[1:])
         assert self._origin is not None
-        request = IterationRequest(
+        self._open_request = IterationRequest(
             index=iteration.index, theta=self._origin + iteration.base, start=start, deltas=deltas, key=iteration.batch
         )
         self._start_prefetch()
-        return request
+        return self._open_request
 
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
         """Tells the ``request.size`` losses of an iteration asked with :meth:`ask_iteration`.
@@ -490,10 +515,14 @@ class _ZerothOrder(base.Optimizer):
         self._join_prefetch()
         values = np.asarray(losses, dtype=np.float64)
         if values.shape != (request.size,):
-            raise ValueError(f"tell_iteration got losses of shape {values.shape}; the request has {request.size} queries")
-        iteration = self._iterations.get(request.index)
-        if iteration is None or not iteration.fast or iteration.told:
+            raise ValueError(
+                f"tell_iteration got losses of shape {values.shape}; the request has {request.size} queries: "
+                f"expected shape ({request.size},)"
+            )
+        if self._open_request is None or self._open_request.index != request.index:
             raise ValueError(f"iteration {request.index} is not an open iteration asked with ask_iteration (told already?)")
+        self._open_request = None
+        iteration = self._iterations[request.index]
         # The common case in two reductions: every loss finite and below the clipping value
         # (a NaN fails the first comparison).
         valid = bool(np.maximum.reduce(values) < CLIPPED_LOSS and np.minimum.reduce(values) > -math.inf)
@@ -541,6 +570,7 @@ class _ZerothOrder(base.Optimizer):
         if isinstance(generator, torch.Tensor):
             state["_torch_generator"] = _torch_generator(generator)
         state.setdefault("_flat_steps", 0)  # optimizers pickled before the check
+        state.setdefault("_open_request", None)  # optimizers pickled without it
         self.__dict__.update(state)
 
     # ----- Nevergrad hooks -----------------------------------------------------------
@@ -640,6 +670,9 @@ class _ZerothOrder(base.Optimizer):
         cfg = self._config
         key = self._num_iterations
         num_blocks = self.num_blocks
+        # The random state before this iteration's draws, restored if the oracle raises during a
+        # Fisher refresh: the next ask then starts the same iteration again.
+        state = self._rng.get_state() if self._sampler.uses_fisher and self._oracle is not None else None
         prefetched = self._take_prefetch(key)
         if prefetched is not None:
             block = prefetched.block
@@ -683,7 +716,12 @@ class _ZerothOrder(base.Optimizer):
             refresh = False
             self._num_fisher_skipped += 1
         if refresh:
-            if self._refresh_fisher(block, start, stop, batch):
+            try:
+                refreshed = self._refresh_fisher(block, start, stop, batch)
+            except BaseException:
+                self._rng.set_state(state)
+                raise
+            if refreshed:
                 self._last_refresh[block] = key
             self._uses_since_refresh[block] = 0  # an unusable estimate is not retried at every use
             left = self._queries_left()
@@ -1136,51 +1174,23 @@ class ZerothOrder(base.ConfiguredOptimizer):
         prefetch: bool = False,
         direction_stream: str = "torch",
     ) -> None:
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if fisher_refresh not in FISHER_REFRESHES:
-            raise ValueError(f"fisher_refresh must be one of {FISHER_REFRESHES}, got {fisher_refresh!r}")
-        if update not in UPDATE_RULES:
-            raise ValueError(f"update must be one of {tuple(UPDATE_RULES)}, got {update!r}")
-        if block_selection not in BLOCK_SELECTIONS:
-            raise ValueError(f"block_selection must be one of {BLOCK_SELECTIONS}, got {block_selection!r}")
-        if direction_stream not in DIRECTION_STREAMS:
-            raise ValueError(f"direction_stream must be one of {DIRECTION_STREAMS}, got {direction_stream!r}")
         config = dict(locals())
-        for name in ("num_directions", "max_block_size", "fisher_period"):
-            if not integer_at_least(config[name], 1):
-                raise ValueError(f"{name} must be a positive integer, got {config[name]!r}")
-        for name in ("lr", "mu", "rho", "fd_step"):
-            if name == "lr" and lr is None:
-                continue
-            if not positive_finite(config[name]):
-                raise ValueError(f"{name} must be positive and finite, got {config[name]!r}")
-        if not 0 < smoothing <= 1:
-            raise ValueError(f"smoothing (alpha) must be in (0, 1], got {smoothing!r}")
-        self.sampler = sampler
-        self.num_directions = int(num_directions)
-        self.lr = lr
-        self.mu = mu
-        self.rho = rho
-        self.max_block_size = int(max_block_size)
-        self.fisher_period = int(fisher_period)
-        self.fd_step = fd_step
-        self.smoothing = smoothing
-        self.block_selection = block_selection
-        self.normalize = normalize
-        self.lr_schedule = lr_schedule
-        self.fisher_refresh = fisher_refresh
-        if fisher_rank is not None and not integer_at_least(fisher_rank, 1):
-            raise ValueError(f"fisher_rank must be a positive integer or None, got {fisher_rank!r}")
-        if fisher_storage not in STORAGE_DTYPES:
-            raise ValueError(f"fisher_storage must be one of {STORAGE_DTYPES}, got {fisher_storage!r}")
-        self.fisher_rank = None if fisher_rank is None else int(fisher_rank)
-        self.fisher_storage = fisher_storage
-        self.update = update
-        if not isinstance(prefetch, bool):
-            raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
-        self.prefetch = prefetch
-        self.direction_stream = direction_stream
+        self.sampler = check_choice("sampler", sampler, SAMPLERS)
+        self.num_directions = check_integer("num_directions", num_directions)
+        self.lr = check_positive("lr", lr, optional=True)
+        self.mu = check_positive("mu", mu)
+        self.rho = check_positive("rho", rho)
+        self.max_block_size = check_integer("max_block_size", max_block_size)
+        self.fisher_period = check_integer("fisher_period", fisher_period)
+        self.fd_step = check_positive("fd_step", fd_step)
+        self.smoothing = check_fraction("smoothing (alpha)", smoothing, zero=False)
+        self.block_selection = check_choice("block_selection", block_selection, BLOCK_SELECTIONS)
+        self.normalize = check_flag("normalize", normalize)
+        self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES, optional=True)
+        self.fisher_refresh = check_choice("fisher_refresh", fisher_refresh, FISHER_REFRESHES)
+        self.fisher_rank = check_integer("fisher_rank", fisher_rank, optional=True)
+        self.fisher_storage = check_choice("fisher_storage", fisher_storage, STORAGE_DTYPES)
+        self.update = check_choice("update", update, UPDATE_RULES)
+        self.prefetch = check_flag("prefetch", prefetch)
+        self.direction_stream = check_choice("direction_stream", direction_stream, DIRECTION_STREAMS)
         super().__init__(_ZerothOrder, config, as_config=True)
