@@ -8,19 +8,27 @@ deterministically.  For tensors and datasets, key ``k`` is batch ``k mod M`` of 
 has the same size), each epoch a fresh permutation seeded by ``(seed, epoch)``.  A
 ``DataLoader`` is read in its own order; recent batches are cached so out-of-order keys
 within a small window work.
+
+Data are checked once, where they enter: NaN or inf in floating inputs or targets is
+refused with the samples that hold it.  Tensors (and a ``TensorDataset``'s tensors) are
+checked whole at construction; the samples of another ``Dataset`` or of a ``DataLoader``
+exist only when read, so each batch is checked as it is read.
 """
 
 from __future__ import annotations
 
 import collections
+import numbers
 import threading
 import typing as tp
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 Batch = tp.Tuple[tp.Any, torch.Tensor]
 _LOADER_CACHE = 64
+#: Sample indices an error message lists before it gives only their count.
+SHOWN_ROWS = 5
 
 
 class MiniBatches:
@@ -30,13 +38,21 @@ class MiniBatches:
     ----------
     data: ``(inputs, targets)`` tensors of equal length, a map-style ``Dataset`` returning
         ``(input, target)`` pairs, or a ``DataLoader`` yielding ``(inputs, targets)``.
-    batch_size: samples per batch for tensors and datasets (``None``: the whole set, every
-        key the same batch); a ``DataLoader`` keeps its own.
-    seed: seed of the epoch permutations.
+    batch_size: samples per batch for tensors and datasets (an integer >= 1; ``None``: the
+        whole set, every key the same batch); a ``DataLoader`` keeps its own.
+    seed: seed of the epoch permutations (an integer >= 0).
+
+    Raises ``ValueError`` for NaN or inf in floating inputs or targets, naming the samples
+    (see the module's docstring for when each kind of data is checked).
     """
 
     def __init__(self, data: tp.Any, batch_size: tp.Optional[int] = 100, seed: int = 0) -> None:
-        self.seed = int(seed)
+        if batch_size is not None:
+            check_integer("batch_size", batch_size, 1)
+        self.seed = check_integer("seed", seed, 0)
+        #: The whole data as ``(inputs, targets)`` when it is held in tensors (checked at
+        #: construction), else ``None`` (a Dataset or DataLoader, checked batch by batch).
+        self.tensors: tp.Optional[tp.Tuple[tp.Any, torch.Tensor]] = None
         self._lock = threading.Lock()
         self._loader: tp.Optional[DataLoader] = None
         self._tensors: tp.Optional[tp.Tuple[tp.Any, torch.Tensor]] = None
@@ -57,20 +73,22 @@ class MiniBatches:
             length = _length(inputs)
             if length != len(targets):
                 raise ValueError(f"inputs hold {length} samples but targets hold {len(targets)}")
-            self._tensors = (inputs, targets)
+            self._tensors = self.tensors = (inputs, targets)
         elif isinstance(data, Dataset):
             self._dataset = data
             length = len(data)  # type: ignore[arg-type]
+            if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+                self.tensors = (data.tensors[0], data.tensors[1])
         else:
             raise TypeError(
                 f"data must be an (inputs, targets) pair of tensors, a Dataset or a DataLoader, got {type(data).__name__}"
             )
         if length == 0:
             raise ValueError("data is empty")
+        if self.tensors is not None:
+            check_finite(*self.tensors, lambda rows: describe_rows(rows, length, "samples"))
         if batch_size is None or batch_size >= length:
             batch_size = length
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = int(batch_size)
         self.length = length
         self.batches_per_epoch = length // self.batch_size
@@ -97,13 +115,13 @@ class MiniBatches:
             if self._tensors is not None:
                 inputs, targets = self._tensors
                 return _index(inputs, indices), _index(targets, indices)
-            assert self._dataset is not None
-            return default_collate([self._dataset[int(i)] for i in indices])
+            return self._dataset_batch(indices)
 
     def in_order(self) -> tp.Iterator[Batch]:
         """One pass over every sample in storage order (the last batch may be smaller)."""
         if self._loader is not None:
-            yield from ((batch[0], batch[1]) for batch in self._loader)
+            for position, batch in enumerate(self._loader):
+                yield _checked_loader_batch(batch, position)
             return
         for start in range(0, self.length, self.batch_size):
             indices = torch.arange(start, min(start + self.batch_size, self.length))
@@ -111,8 +129,16 @@ class MiniBatches:
                 inputs, targets = self._tensors
                 yield _index(inputs, indices), _index(targets, indices)
             else:
-                assert self._dataset is not None
-                yield default_collate([self._dataset[int(i)] for i in indices])
+                yield self._dataset_batch(indices)
+
+    def _dataset_batch(self, indices: torch.Tensor) -> Batch:
+        """The samples ``indices`` of the dataset, collated and checked (unless its tensors were, whole)."""
+        assert self._dataset is not None
+        inputs, targets = default_collate([self._dataset[int(i)] for i in indices])
+        if self.tensors is None:
+            what = "samples of a mini-batch, at dataset indices"
+            check_finite(inputs, targets, lambda rows: describe_rows(indices[rows], len(indices), what))
+        return inputs, targets
 
     def _loader_batch(self, key: int) -> Batch:
         assert self._loader is not None
@@ -135,13 +161,57 @@ class MiniBatches:
                     raise ValueError("data is empty: the DataLoader yielded no batch (drop_last with fewer samples than a batch?)")
                 continue
             fresh = False
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise ValueError("the DataLoader must yield (inputs, targets) pairs")
-            self._cache[self._next_key] = (batch[0], batch[1])
+            self._cache[self._next_key] = _checked_loader_batch(batch, self._next_key)
             self._next_key += 1
             if len(self._cache) > _LOADER_CACHE:
                 self._cache.popitem(last=False)
         return self._cache[key]
+
+
+def check_integer(name: str, value: tp.Any, minimum: int) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool, not a float) ``>= minimum``, else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def describe_rows(rows: tp.Any, total: int, what: str) -> str:
+    """``"2 of 60 samples [4, 9]"``: how many of ``total`` rows, and the first of their indices."""
+    indices = [int(i) for i in rows]
+    shown = ", ".join(str(i) for i in indices[:SHOWN_ROWS]) + (", ..." if len(indices) > SHOWN_ROWS else "")
+    return f"{len(indices)} of {total} {what} [{shown}]"
+
+
+def check_finite(inputs: tp.Any, targets: torch.Tensor, describe: tp.Callable[[torch.Tensor], str]) -> None:
+    """Refuses NaN or inf in floating inputs or targets; ``describe(rows)`` names the rows that hold it."""
+    for what, value in (("inputs", inputs), ("targets", targets)):
+        rows = _non_finite_rows(value)
+        if rows is not None:
+            raise ValueError(f"non-finite {what} (NaN or inf) in {describe(rows)}: remove or repair these samples")
+
+
+def _non_finite_rows(value: tp.Any) -> tp.Optional[torch.Tensor]:
+    """Indices of the rows (first axis) of a tensor, or of a tuple/list of tensors, holding NaN or inf; ``None`` if none do."""
+    if isinstance(value, (tuple, list)):
+        found = [rows for rows in map(_non_finite_rows, value) if rows is not None]
+        return torch.unique(torch.cat(found)) if found else None
+    if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()) or value.ndim == 0:
+        return None
+    # One pass without a copy: NaN and inf reach the sum, and a finite sum proves there are none
+    # (a non-finite one may also be an overflow of finite values: the rows then say which).
+    if bool(torch.isfinite(value.sum())):
+        return None
+    rows = (~torch.isfinite(value.reshape(len(value), -1)).all(dim=1)).nonzero().flatten().cpu()
+    return rows if len(rows) else None
+
+
+def _checked_loader_batch(batch: tp.Any, position: int) -> Batch:
+    """A DataLoader's batch as ``(inputs, targets)``, its shape and values checked."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError("the DataLoader must yield (inputs, targets) pairs")
+    inputs, targets = batch
+    check_finite(inputs, targets, lambda rows: describe_rows(rows, len(targets), f"rows of the DataLoader's batch {position}"))
+    return inputs, targets
 
 
 def _length(inputs: tp.Any) -> int:

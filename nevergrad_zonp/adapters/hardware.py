@@ -15,12 +15,20 @@ Every training query goes through one method, which counts it: ``queries`` (para
 settings evaluated) and ``sample_forwards`` (queries x mini-batch size).  Evaluations for
 reporting (:meth:`HardwareAdapter.evaluate`) are measurements, not training cost, and are
 not counted.
+
+Data and settings are checked where they enter (see :class:`HardwareAdapter`): a mistake
+is refused with a ``ValueError`` (``TypeError`` for what must be callable) that names it,
+before it can turn into a wrong loss.
 """
 
 from __future__ import annotations
 
 import collections
+import collections.abc
+import dataclasses
+import functools
 import hashlib
+import math
 import threading
 import typing as tp
 
@@ -30,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from ..fisher import check_output_model
-from ..tasks.base import accuracy
+from ..tasks.base import IGNORE_INDEX, accuracy
 from .._checks import integer_at_least
-from .batches import MiniBatches
+from .batches import SHOWN_ROWS, MiniBatches, describe_rows
 
 OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
 LossFn = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,17 +71,26 @@ _FEW_CLASSES = 16
 _NO_REDUCTION = 0  # torch's enum value of reduction="none" (torch.nn._reduction.get_enum)
 
 
-def _per_setting_categorical(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _categorical_terms(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ``(V, positions)`` of each setting at each target; 0 where the target is :data:`IGNORE_INDEX`."""
     count, classes = outputs.shape[0], outputs.shape[-1]
     if classes < _FEW_CLASSES:
         # (V, classes, samples): the same cross-entropy, up to float rounding (1 ulp).  The
         # kernel F.cross_entropy(..., reduction="none") calls, without its argument handling.
         logits = outputs.reshape(count, -1, classes).transpose(1, 2)
         flat_targets = targets.reshape(1, -1).expand(count, -1)
-        return torch._C._nn.cross_entropy_loss(logits, flat_targets, None, _NO_REDUCTION, -100, 0.0).mean(dim=1)
+        return torch._C._nn.cross_entropy_loss(logits, flat_targets, None, _NO_REDUCTION, IGNORE_INDEX, 0.0)
     flat_targets = targets.reshape(1, -1).expand(count, -1).reshape(-1)
-    losses = F.cross_entropy(outputs.reshape(-1, classes), flat_targets, reduction="none")
-    return losses.reshape(count, -1).mean(dim=1)
+    return F.cross_entropy(outputs.reshape(-1, classes), flat_targets, reduction="none").reshape(count, -1)
+
+
+def _per_setting_categorical(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return _categorical_terms(outputs, targets).mean(dim=1)
+
+
+def _per_setting_categorical_kept(outputs: torch.Tensor, targets: torch.Tensor, kept: int) -> torch.Tensor:
+    """The mean cross-entropy over the ``kept`` targets that are not :data:`IGNORE_INDEX`, as torch's ``mean`` takes it."""
+    return _categorical_terms(outputs, targets).sum(dim=1) / kept
 
 
 def per_setting_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -108,6 +125,36 @@ _PER_SETTING: tp.Dict[LossFn, tp.Callable[[torch.Tensor, torch.Tensor], torch.Te
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Labels:
+    """What the checks and losses need of a set of class labels."""
+
+    high: int  # the largest label (IGNORE_INDEX if all are ignored)
+    ignored: int  # labels equal to IGNORE_INDEX
+    count: int  # labels in all
+
+
+def _refuse_labels(
+    flat: torch.Tensor, bad: torch.Tensor, classes: tp.Optional[int], describe: tp.Callable[[torch.Tensor], str]
+) -> None:
+    """Raises ``ValueError`` naming the rows of ``flat (rows, labels)`` where ``bad`` holds, with their first bad label."""
+    rows = bad.any(dim=1).nonzero().flatten()
+    if not len(rows):
+        return
+    values = ", ".join(str(int(flat[row][bad[row]][0])) for row in rows[:SHOWN_ROWS])
+    values += ", ..." if len(rows) > SHOWN_ROWS else ""
+    valid = f"the {classes} classes of the outputs (0 to {classes - 1})" if classes is not None else "the classes (0 or more)"
+    raise ValueError(
+        f"class labels outside {valid} in {describe(rows)} (labels {values}); a label is a class index, "
+        f"or {IGNORE_INDEX} (torch's ignore index) to leave it out of the loss"
+    )
+
+
+def _shape_text(shape: tp.Sequence[tp.Any]) -> str:
+    """``(11, classes)``: a shape with named dimensions, as Python prints a tuple of integers."""
+    return f"({', '.join(str(size) for size in shape)}{',' if len(shape) == 1 else ''})"
+
+
 class HardwareAdapter:
     """Model-aware Nevergrad objective around a queryable network.
 
@@ -126,14 +173,40 @@ class HardwareAdapter:
         mean squared error or mean squared complex error according to ``output``.  It may
         carry a batched twin as ``loss.per_setting(outputs (V, batch, ...), targets) -> (V,)``
         (the same values, one call for all settings instead of a loop).
-    batch_size: mini-batch size for tensors and datasets.
+    batch_size: mini-batch size for tensors and datasets (an integer >= 1, or ``None``).
     metrics: named ``metric(outputs, targets) -> float`` reported by :meth:`evaluate`;
         defaults to accuracy for categorical outputs.
-    seed: seed of the mini-batch order.
+    seed: seed of the mini-batch order (an integer >= 0).
     penalty: optional ``penalty(thetas (V, N) float64) -> (V,)``, a term of the objective
         known in closed form on the parameters themselves (a regulariser, the distortion
         of an adversarial perturbation): added to every loss, never queried or counted,
         and not part of the outputs the Fisher sees.
+
+    Checks
+    ------
+    Settings of the wrong type or value are refused at construction, by name.  Data: NaN or
+    inf in floating inputs or targets is refused with the samples that hold it (tensors at
+    construction, a ``Dataset`` or ``DataLoader`` batch by batch as it is read; see
+    :class:`~nevergrad_zonp.adapters.batches.MiniBatches`).  Outputs must fit the targets,
+    checked on every query and in :meth:`evaluate` (a shape comparison): with
+    ``output="categorical"`` and integer targets, logits ``(*targets.shape, classes)`` (or
+    the same number of positions), otherwise one output per target; a mismatch names both
+    shapes.
+
+    Class labels (``output="categorical"``, integer targets) lie in ``[0, classes)``; a
+    label outside is refused, naming the samples, the label and the number of classes.
+    Tensors: negative labels at construction, labels beyond the classes (the outputs'
+    last axis) at the first query; a ``Dataset`` or ``DataLoader``: at the query of the
+    mini-batch that holds them.  The label :data:`IGNORE_INDEX` (-100, torch's default
+    ``ignore_index``) is honoured as ``torch.nn.functional.cross_entropy`` honours it: the
+    position is left out, and the loss is the mean over the other positions, in every
+    path of the built-in cross-entropy (``categorical_loss`` or ``F.cross_entropy``:
+    :meth:`loss_batch`, :meth:`block_losses`, :meth:`evaluate`, vmapped or not; the
+    Fisher uses outputs only).  Another loss receives the targets as they are (-100
+    included).  A mini-batch whose labels are all ignored has nothing to fit: its loss
+    is 0 for every setting whatever the loss (plus ``penalty``), where torch's mean would
+    be NaN; data whose labels are all ignored are refused.  The built-in cross-entropy
+    needs integer targets: floating ones are refused.
     """
 
     def __init__(
@@ -150,6 +223,15 @@ class HardwareAdapter:
         penalty: tp.Optional[PenaltyFn] = None,
     ) -> None:
         self.output = check_output_model(output)
+        if not callable(outputs):
+            raise TypeError(f"outputs must be callable (thetas, inputs) -> outputs, got {type(outputs).__name__}")
+        if loss is not None and not callable(loss):
+            raise TypeError(f"loss must be callable (outputs, targets) -> loss, or None, got {type(loss).__name__}")
+        if metrics is not None and not (
+            isinstance(metrics, collections.abc.Mapping)
+            and all(isinstance(name, str) and callable(metric) for name, metric in metrics.items())
+        ):
+            raise TypeError(f"metrics must map names (str) to callables metric(outputs, targets), got {metrics!r}")
         if penalty is not None and not callable(penalty):
             raise TypeError(f"penalty must be callable, got {type(penalty).__name__}")
         self.penalty = penalty
@@ -164,6 +246,17 @@ class HardwareAdapter:
         self.batches = MiniBatches(data, batch_size=batch_size, seed=seed)
         self.data = data
         self.loss = DEFAULT_LOSSES[output] if loss is None else loss
+        # Class labels: summarised once here when the data are tensors; else per mini-batch.
+        self._labels_per_batch = self.output == "categorical" and self.batches.tensors is None
+        self._labels: tp.Optional[_Labels] = None
+        self._label_source: tp.Optional[tp.Tuple[torch.Tensor, tp.Callable[[torch.Tensor], str]]] = None
+        if self.output == "categorical" and self.batches.tensors is not None:
+            targets = self.batches.tensors[1]
+            describe = functools.partial(describe_rows, total=len(targets), what="samples")
+            self._labels = self._data_labels(targets, describe)
+            self._label_source = (targets, describe)
+        # mini-batches may hold ignored labels: their losses average over the others
+        self._may_ignore = self._labels_per_batch or (self._labels is not None and self._labels.ignored > 0)
         self.metrics = dict(metrics) if metrics is not None else ({"accuracy": accuracy} if output == "categorical" else {})
         self.default_key = 0
         self._outputs_fn = outputs
@@ -204,12 +297,69 @@ class HardwareAdapter:
                 f"outputs returned shape {tuple(out.shape)}; expected ({num_settings}, {batch}, ...) "
                 f"for {num_settings} settings on a batch of {batch}"
             )
-        if out.dtype.is_complex and self.output != "complex":
-            raise ValueError(f"outputs are complex ({out.dtype}) but output={self.output!r}; use output='complex'")
+        labels, source = self._labels, self._label_source
+        if self._labels_per_batch:
+            describe = functools.partial(describe_rows, total=batch, what=f"rows of mini-batch {key}")
+            labels, source = self._target_labels(targets, describe), (targets, describe)
+        self._check_outputs(out, targets, labels, source)
         with self._lock:
             self._queries += num_settings
             self._sample_forwards += num_settings * batch
         return out, targets
+
+    def _target_labels(self, targets: torch.Tensor, describe: tp.Callable[[torch.Tensor], str]) -> tp.Optional[_Labels]:
+        """Summary of categorical targets (``None``: not class labels); refuses negative labels
+        (:data:`IGNORE_INDEX` aside) and floating targets for the built-in cross-entropy."""
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            if self.loss in (categorical_loss, F.cross_entropy):
+                raise ValueError(
+                    f"output='categorical' with the cross-entropy loss needs integer class labels as targets, got {targets.dtype}"
+                )
+            return None
+        flat = targets.reshape(len(targets), -1)
+        _refuse_labels(flat, (flat < 0) & (flat != IGNORE_INDEX), None, describe)
+        return _Labels(high=int(flat.max()), ignored=int((flat == IGNORE_INDEX).sum()), count=flat.numel())
+
+    def _data_labels(self, targets: torch.Tensor, describe: tp.Callable[[torch.Tensor], str]) -> tp.Optional[_Labels]:
+        """:meth:`_target_labels` of a whole data set, which must hold a label that is not ignored."""
+        labels = self._target_labels(targets, describe)
+        if labels is not None and labels.ignored == labels.count:
+            raise ValueError(f"every target is {IGNORE_INDEX} (torch's ignore index): the data hold no label to fit")
+        return labels
+
+    def _check_outputs(
+        self,
+        out: torch.Tensor,
+        targets: torch.Tensor,
+        labels: tp.Optional[_Labels],
+        source: tp.Optional[tp.Tuple[torch.Tensor, tp.Callable[[torch.Tensor], str]]],
+    ) -> None:
+        """Refuses outputs ``(V, batch, ...)`` that do not fit ``targets``, and labels beyond the outputs' classes.
+
+        ``labels`` summarises the class labels of ``source = (targets, describe)`` (the data
+        or the mini-batch ``targets`` come from; ``describe`` names rows of them), ``None``
+        where the targets are no class labels.
+        """
+        if out.dtype.is_complex and self.output != "complex":
+            raise ValueError(f"outputs are complex ({out.dtype}) but output={self.output!r}; use output='complex'")
+        shape = tuple(out.shape[1:])
+        if labels is not None:
+            if len(shape) < 2 or math.prod(shape[:-1]) != targets.numel():
+                raise ValueError(
+                    f"the outputs of one setting have shape {shape}, which does not fit the targets of shape "
+                    f"{tuple(targets.shape)}: output='categorical' needs logits of shape "
+                    f"{_shape_text((*targets.shape, 'classes'))}, the classes on the last axis"
+                )
+            classes = shape[-1]
+            if labels.high >= classes:
+                assert source is not None
+                flat = source[0].reshape(len(source[0]), -1)
+                _refuse_labels(flat, flat >= classes, classes, source[1])
+        elif self.output != "categorical" and math.prod(shape) != targets.numel():
+            raise ValueError(
+                f"the outputs of one setting have shape {shape}, which does not fit the targets of shape "
+                f"{tuple(targets.shape)}: output={self.output!r} needs one output per target, shape {tuple(targets.shape)}"
+            )
 
     def _forward(self, thetas: torch.Tensor, inputs: tp.Any) -> torch.Tensor:
         """Outputs of the settings ``thetas (V, N)`` on ``inputs`` (uncounted; see ``_query``)."""
@@ -285,6 +435,12 @@ class HardwareAdapter:
         """Loss of each of the ``V`` settings: one flat call for the default losses, else a loop."""
         with torch.no_grad():
             per_setting = _PER_SETTING.get(self.loss) or getattr(self.loss, "per_setting", None)
+            if self._may_ignore and not (targets.is_floating_point() or targets.is_complex()):
+                kept = int((targets != IGNORE_INDEX).sum())
+                if not kept:  # every label ignored: nothing to fit, every setting as good
+                    return np.zeros(len(outputs))
+                if kept < targets.numel() and per_setting is _per_setting_categorical:
+                    return _per_setting_categorical_kept(outputs, targets, kept).double().numpy()
             if per_setting is not None:
                 values = torch.as_tensor(per_setting(outputs, targets))
                 if values.shape != (len(outputs),):
@@ -359,6 +515,11 @@ class HardwareAdapter:
             outputs.append(out[0])
             targets.append(target)
         out, tgt = torch.cat(outputs), torch.cat(targets)
+        labels, source = None, None
+        if self.output == "categorical":
+            describe = functools.partial(describe_rows, total=len(tgt), what="samples")
+            labels, source = self._data_labels(tgt, describe), (tgt, describe)
+        self._check_outputs(out[None], tgt, labels, source)
         with torch.no_grad():
             result = {"loss": float(self.loss(out, tgt)) + float(self._penalties(thetas)[0])}
             result.update({name: float(metric(out, tgt)) for name, metric in self.metrics.items()})

@@ -3,8 +3,13 @@
 The module's trainable parameters (all of them, or the ones the user names) are
 flattened, in ``named_parameters`` order, into the vector Nevergrad optimizes.  ``V``
 parameter settings are evaluated in one batched forward with
-``torch.vmap(torch.func.functional_call)``; if the module cannot run under ``vmap`` the
-adapter warns once and loops over the settings.
+``torch.vmap(torch.func.functional_call)``.  A vmapped forward that raises is taken as a
+transient fault: that call evaluates its settings one at a time (with a warning naming the
+error) and the next call tries ``vmap`` again.  Only proof that the module cannot run under
+``vmap`` turns it off for good (with a warning naming the error): an error of torch's own
+vmap-incompatibility kind (its message starts with ``"vmap:"``: ``.item()``, data-dependent
+control flow, random operations), or vmapped forwards failing on two calls in a row while
+the same settings, one at a time, succeeded.
 
 Only the tensors that differ between the settings are batched: the ``Q + 1`` candidates of
 a ZO iteration (and the ``n_b + 1`` settings of a Fisher Jacobian) differ in one block, so
@@ -25,6 +30,7 @@ import torch
 from torch import nn
 
 from ..tasks.base import Task
+from .batches import check_integer
 from .hardware import HardwareAdapter, LossFn
 
 
@@ -41,7 +47,10 @@ class ModelAdapter(HardwareAdapter):
         (``penalty`` sees the flat vectors of the optimized parameters).
     parameters: names (from ``model.named_parameters()``) of the parameters to optimize;
         default: every parameter with ``requires_grad``.  The others stay fixed.
-    settings_per_call: most parameter settings evaluated in one vmapped forward.
+    settings_per_call: most parameter settings evaluated in one vmapped forward (an integer >= 1).
+
+    Faults of a vmapped forward fall back to one setting at a time for that call only,
+    unless they prove the module cannot run under ``torch.vmap`` (see the module's docstring).
     """
 
     def __init__(
@@ -58,9 +67,9 @@ class ModelAdapter(HardwareAdapter):
         settings_per_call: int = 32,
         penalty: tp.Optional[tp.Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> None:
-        if settings_per_call < 1:
-            raise ValueError(f"settings_per_call must be positive, got {settings_per_call}")
-        self.settings_per_call = int(settings_per_call)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.settings_per_call = check_integer("settings_per_call", settings_per_call, 1)
         named = dict(model.named_parameters())
         if isinstance(parameters, str):
             raise TypeError(f"parameters must be a sequence of names, got the string {parameters!r} (use [{parameters!r}])")
@@ -93,6 +102,7 @@ class ModelAdapter(HardwareAdapter):
         self._plans: tp.Dict[tp.Tuple[int, int], tp.Tuple[tp.Tuple[tp.Any, ...], tp.Tuple[tp.Any, ...]]] = {}
         theta0 = torch.cat([named[name].detach().reshape(-1).double().cpu() for name in names]).numpy()
         self._vmap_ok = True
+        self._vmap_failed_last = False  # the last vmapped attempt raised (two in a row turn vmap off)
         # functional_call swaps the module's own tensors while it runs: one call at a time (threads)
         self._module_lock = threading.RLock()
         super().__init__(
@@ -219,6 +229,7 @@ class ModelAdapter(HardwareAdapter):
             if all(dim is None for dim in in_dims.values()):  # identical settings: nothing to vmap over
                 out = single(params, inputs).cpu()
                 return out[None].expand(count, *out.shape).contiguous()
+            fault: tp.Optional[Exception] = None
             if self._vmap_ok:
                 try:
                     chunks = []
@@ -226,20 +237,37 @@ class ModelAdapter(HardwareAdapter):
                         hi = min(lo + self.settings_per_call, count)
                         chunk = {n: (t[lo:hi] if in_dims[n] == 0 else t) for n, t in params.items()}
                         chunks.append(torch.vmap(single, in_dims=(in_dims, None))(chunk, inputs))
+                    self._vmap_failed_last = False
                     return torch.cat(chunks).cpu()
-                except (RuntimeError, ValueError, NotImplementedError) as error:
-                    self._vmap_ok = False
-                    warnings.warn(
-                        f"{type(self.model).__name__} does not run under torch.vmap ({error}); "
-                        "evaluating parameter settings one at a time",
-                        RuntimeWarning,
-                    )
-            return torch.stack(
+                except Exception as error:  # a fault of any kind: this call loops instead
+                    fault = error
+            out = torch.stack(
                 [
                     single({n: (t[v] if in_dims[n] == 0 else t) for n, t in params.items()}, inputs)
                     for v in range(count)
                 ]
             ).cpu()
+            if fault is not None:  # the settings ran one at a time: the fault was vmap's
+                self._vmap_fault(fault)
+            return out
+
+    def _vmap_fault(self, error: Exception) -> None:
+        """Records a vmapped forward that raised where the loop succeeded; turns vmap off once that proves it cannot run."""
+        described = f"{type(error).__name__}: {error}"
+        if str(error).startswith("vmap:") or self._vmap_failed_last:
+            self._vmap_ok = False
+            warnings.warn(
+                f"{type(self.model).__name__} does not run under torch.vmap ({described}); "
+                "evaluating parameter settings one at a time from now on",
+                RuntimeWarning,
+            )
+        else:
+            self._vmap_failed_last = True
+            warnings.warn(
+                f"a vmapped forward of {type(self.model).__name__} failed ({described}); this call evaluated its "
+                "settings one at a time, the next tries torch.vmap again",
+                RuntimeWarning,
+            )
 
 
 #: Block-settings requests above this size are checked against the available memory first.
