@@ -16,15 +16,12 @@ the timed window is one Fisher period (ZONP refreshes once in it, as often as in
 and ZONP starts it with a Fisher factor on every block, as a run past its first periods
 has (each draw then solves with one; ``--first-period`` times a fresh start instead, where
 no block has a factor and ZONP looked cheaper than it runs).
-The fast path is timed as the optimizer runs by default (``--prefetch off``) and/or with
-the next iteration's directions drawn in a background thread during the forward
-(``--prefetch on``, ``ZerothOrder(prefetch=True)``); the
-allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_freed_memory`;
+The allocator keeps freed memory as in the harness (:func:`nevergrad_zonp.reuse_freed_memory`;
 ``--system-allocator`` leaves glibc's defaults, with slower forwards).
 ``--waiting-forward MS`` replaces the forward, after the untimed first iteration, by one
 that returns the outputs of that iteration's size once computed and waits ``MS``
 milliseconds without using the CPU: a stand-in for a forward on a GPU or a chip, where the
-host's cores are free during the wait (the case ``prefetch`` is for).  ``--busy-forward MS``
+host's cores are free during the wait.  ``--busy-forward MS``
 replaces it by a busy-wait of ``MS`` milliseconds instead (a Python loop on the clock):
 ``--busy-forward 0`` times the loop's own work back to back, and a busy-wait as long as the
 real forward shows how much of the overhead comes from the time spent away from it rather
@@ -36,7 +33,7 @@ call.  The *loss* column is the part of the overhead spent forming the mini-batc
 from the outputs (the task's loss function, the objective's own work rather than the
 framework's): it is reported so that both readings of "everything but the forward" can be
 read off.  Run:
-``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--prefetch on off] [--waiting-forward MS | --busy-forward MS] [--device DEV] [--settings-per-call V] [--first-period]``;
+``python comparisons/bench_overhead.py [--repeats 3] [--workloads ...] [--methods ...] [--paths ...] [--waiting-forward MS | --busy-forward MS] [--device DEV] [--settings-per-call V] [--first-period]``;
 writes a markdown table to stdout (and ``--out FILE`` as JSON).
 """
 
@@ -148,7 +145,7 @@ def _factor_on_every_block(optimizer: tp.Any) -> None:
 
 
 def measure(
-    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool = False, waiting_ms: float | None = None,
+    workload: str, sampler: str, fast: bool, iterations: int | None, waiting_ms: float | None = None,
     device: str = "cpu", settings_per_call: int | None = None, busy_ms: float | None = None, steady_state: bool = True,
 ) -> dict:
     import torch
@@ -158,12 +155,12 @@ def measure(
     warnings.simplefilter("ignore")
     with threadpool_limits(limits=1):  # one BLAS thread, as the harness runs
         return _measure(
-            workload, sampler, fast, iterations, prefetch, waiting_ms, device, settings_per_call, busy_ms, steady_state
+            workload, sampler, fast, iterations, waiting_ms, device, settings_per_call, busy_ms, steady_state
         )
 
 
 def _measure(
-    workload: str, sampler: str, fast: bool, iterations: int | None, prefetch: bool, waiting_ms: float | None,
+    workload: str, sampler: str, fast: bool, iterations: int | None, waiting_ms: float | None,
     device: str, settings_per_call: int | None, busy_ms: float | None, steady_state: bool,
 ) -> dict:
     import numpy as np
@@ -174,7 +171,7 @@ def _measure(
     # The window is one Fisher period (iterations 1..T_ud): ZONP's refresh cost is amortised
     # as in a run.  Iteration 0 (a refresh, vmap warm-up) is not timed.
     iterations = period if iterations is None else iterations
-    optimizer = ZerothOrder(sampler=sampler, num_directions=q, lr=1e-3, fisher_period=period, prefetch=prefetch)(
+    optimizer = ZerothOrder(sampler=sampler, num_directions=q, lr=1e-3, fisher_period=period)(
         parametrization=adapter.parametrization, budget=10**9
     )
     optimizer.attach(adapter)
@@ -206,7 +203,7 @@ def _measure(
     return {
         "workload": workload,
         "method": "ZONP" if sampler == "natural" else "ZOI",
-        "path": ("fast, prefetch" if prefetch else "fast") if fast else "per-candidate",
+        "path": "fast" if fast else "per-candidate",
         "forward": "real" if waiting_ms is None and busy_ms is None else (
             f"waiting {waiting_ms:g} ms" if waiting_ms is not None else f"busy-wait {busy_ms:g} ms"
         ),
@@ -240,10 +237,6 @@ def main() -> None:
     parser.add_argument(
         "--paths", nargs="+", default=["per-candidate", "fast"], choices=["per-candidate", "fast"],
         help="which loop(s) to time (default both)",
-    )
-    parser.add_argument(
-        "--prefetch", nargs="+", default=["off"], choices=["on", "off"],
-        help="fast path without (the optimizer's default) and/or with drawing the next directions during the forward (default off)",
     )
     parser.add_argument("--system-allocator", action="store_true", help="do not call reuse_freed_memory() (glibc defaults)")
     parser.add_argument(
@@ -284,26 +277,25 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     cells = [
-        (workload, method, path == "fast", prefetch == "on")
+        (workload, method, path == "fast")
         for workload in args.workloads
         for method in args.methods
         for path in args.paths
-        for prefetch in (args.prefetch if path == "fast" else ["off"])
     ]
     # Round-robin over the cells, repeat after repeat, so that a drift of the machine's speed
     # touches every cell alike (a cell's repeats in a row would all see the same phase).
     runs_of: tp.Dict[tp.Tuple[tp.Any, ...], tp.List[dict]] = {cell: [] for cell in cells}
     for _ in range(args.repeats):
         for cell in cells:
-            workload, method, fast, prefetch = cell
+            workload, method, fast = cell
             sampler = "natural" if method == "ZONP" else "isotropic"
             run = measure(
-                workload, sampler, fast, args.iterations, prefetch, args.waiting_forward, args.device, args.settings_per_call,
+                workload, sampler, fast, args.iterations, args.waiting_forward, args.device, args.settings_per_call,
                 args.busy_forward, steady_state=not args.first_period,
             )
             runs_of[cell].append(run)
             rows.append(run)
-    for (workload, method, _, _), runs in runs_of.items():
+    for (workload, method, _), runs in runs_of.items():
         keys = ("ms_per_iteration", "forward_ms", "overhead_ms", "overhead_share", "loss_ms", "overhead_share_without_loss")
         med = {key: statistics.median(run[key] for run in runs) for key in keys}
         low, high = (f(run["overhead_share"] for run in runs) for f in (min, max))

@@ -8,7 +8,7 @@ import typing as tp
 import numpy as np
 from nevergrad.optimization import base
 
-from .optimizers.cma_presets import population_size
+from .optimizers.iterations import population_size
 
 
 def sphere(x: np.ndarray) -> float:

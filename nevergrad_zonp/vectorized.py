@@ -22,8 +22,7 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
-from .optimizers.cma_presets import population_size
-from .optimizers.iterations import check_oracle_start
+from .optimizers.iterations import check_oracle_start, population_size
 from .optimizers.settings import check_integer
 from .oracle import OutputOracle
 

@@ -15,7 +15,8 @@ from nevergrad.optimization.test_optimizerlib import check_optimizer
 
 from nevergrad_zonp.functions import ellipsoid, rosenbrock, run_to_target, sphere
 from nevergrad_zonp.optimizers import cma_presets, nes
-from nevergrad_zonp.optimizers.cma_presets import cma_es, population_size
+from nevergrad_zonp.optimizers import cma_es, population_size
+from nevergrad_zonp.optimizers.iterations import CLIPPED_LOSS
 from nevergrad_zonp.optimizers.nes import NaturalEvolutionStrategy, rank_utilities
 from nevergrad_zonp.optimizers.registration import register
 
@@ -86,7 +87,7 @@ def test_rank_utilities() -> None:
     raw = np.maximum(0, np.log(6) - np.log(np.arange(1, 11)))
     np.testing.assert_allclose(utilities[np.argsort(losses)], raw / raw.sum() - 0.1)
     assert abs(utilities.sum()) < 1e-12
-    ties = rank_utilities(np.array([0.0, nes.FAILED_LOSS, nes.FAILED_LOSS, nes.FAILED_LOSS]))
+    ties = rank_utilities(np.array([0.0, CLIPPED_LOSS, CLIPPED_LOSS, CLIPPED_LOSS]))
     assert ties[1] == ties[2] == ties[3] < 0 < ties[0]
     np.testing.assert_allclose(rank_utilities(np.ones(6)), 0, atol=1e-15)
 

@@ -198,7 +198,6 @@ def test_minimize_vectorized_refuses_any_optimizer_whose_budget_is_not_a_positiv
     "configure, settings, message",
     [
         (ZerothOrder, {"normalize": "no"}, "normalize must be True or False, got 'no'"),
-        (ZerothOrder, {"prefetch": 1}, "prefetch must be True or False, got 1"),
         (ZerothOrder, {"num_directions": True}, "num_directions must be a positive integer, got True"),
         (ZerothOrder, {"num_directions": 2.5}, "num_directions must be a positive integer, got 2.5"),
         (ZerothOrder, {"max_block_size": False}, "max_block_size must be a positive integer, got False"),

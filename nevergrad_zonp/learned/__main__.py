@@ -19,7 +19,6 @@ import sys
 import typing as tp
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .families import FAMILIES, GENERIC_QUADRATIC

@@ -46,7 +46,6 @@ import math
 import time
 import typing as tp
 
-import numpy as np
 import torch
 
 from .._checks import integer_at_least, positive_finite

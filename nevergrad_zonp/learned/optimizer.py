@@ -176,10 +176,6 @@ class _LearnedZO(_ZerothOrder):
         self._previous_update[start:stop] = 0.0
         self._query_outputs.pop(block, None)  # the state is back at its start: read afresh
 
-    def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
-        state.setdefault("_query_outputs", {})  # pickled before the QueryRNN stepped once per learned update
-        super().__setstate__(state)
-
 
 class LearnedZO(base.ConfiguredOptimizer):
     """Zeroth-order optimizer with a learned update rule and learned queries (ZO-L2L).

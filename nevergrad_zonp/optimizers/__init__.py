@@ -7,8 +7,8 @@ one with two other update rules);
 the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registered).
 """
 
-from .cma_presets import cma_es, population_size
-from .iterations import IterationRequest
+from .cma_presets import cma_es
+from .iterations import IterationRequest, population_size
 from .nes import SNES, XNES, NaturalEvolutionStrategy
 from .registration import register
 from .zeroth_order import (

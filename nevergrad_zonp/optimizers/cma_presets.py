@@ -20,12 +20,10 @@ import numpy as np
 from nevergrad.optimization import base
 from nevergrad.optimization.optimizerlib import ParametrizedCMA, _CMA
 
-from .iterations import IterationRequest, plain_array_origin
+from .iterations import CLIPPED_LOSS, IterationRequest, plain_array_origin
 from .settings import CheckedOptimizer, check_choice, check_flag, check_integer, check_positive
 
 RECOMMENDATIONS = ("mean", "best")
-#: Nevergrad's ``tell`` clips NaN, inf and anything from here up to this value.
-FAILED_LOSS = 5.0e20
 
 
 class _PresetCMA(CheckedOptimizer, _CMA):
@@ -120,7 +118,7 @@ class _MeanRecommendingCMA(_PresetCMA):
         samples = self._requested.deltas
         self._requested = None
         self._num_tell += len(values)
-        clipped = np.where(values < FAILED_LOSS, values, FAILED_LOSS)  # NaN compares False: clipped
+        clipped = np.where(values < CLIPPED_LOSS, values, CLIPPED_LOSS)  # NaN compares False: clipped
         es = self.es
         if len(values) < es.popsize:
             return  # a generation cut by the budget: never told to cma, as on the per-candidate path
@@ -170,17 +168,3 @@ def cma_es(
         f"CMA-ES({kind}, popsize={num_directions + 1}, sigma0={sigma0:g}, recommends {recommendation})"
     )
 
-
-def population_size(optimizer: base.Optimizer) -> int:
-    """Candidates per generation of an instantiated optimizer.
-
-    Optimizers of this package expose ``iteration_size`` (NES: ``lambda``; the ZO
-    optimizers: ``Q + 1``).  For Nevergrad's CMA-ES it is the population handed to ``cma``,
-    ``max(popsize, num_workers)``.
-    """
-    size = getattr(optimizer, "iteration_size", None)
-    if size is not None:
-        return int(size)
-    if isinstance(optimizer, _CMA):
-        return int(optimizer._popsize)
-    raise TypeError(f"{optimizer.name} has no known population size (no iteration_size, not CMA-ES)")

@@ -1,4 +1,8 @@
-"""The iteration-level fast path shared by the optimizers of this package.
+"""Iterations of the optimizers: their size, the fast path's requests, the checks they share.
+
+:func:`population_size` is the number of candidates that belong together in one iteration
+of an instantiated optimizer (this package's and Nevergrad's CMA-ES alike);
+:data:`CLIPPED_LOSS` is the value Nevergrad's ``tell`` clips failed losses to.
 
 A ZO iteration (``Q + 1`` queries that differ from one base vector in one block) or an
 evolution-strategy generation (a population of full vectors) is asked at once as an
@@ -11,11 +15,30 @@ from __future__ import annotations
 
 import dataclasses
 import typing as tp
-import warnings
 
 import numpy as np
+from nevergrad.optimization import base
+from nevergrad.optimization.optimizerlib import _CMA
 from nevergrad.parametrization import helpers
 from nevergrad.parametrization import parameter as p
+
+#: Nevergrad's ``tell`` clips NaN, inf and every loss from this value up to exactly this value.
+CLIPPED_LOSS = 5.0e20
+
+
+def population_size(optimizer: base.Optimizer) -> int:
+    """Candidates per iteration (generation) of an instantiated optimizer.
+
+    Optimizers of this package expose ``iteration_size`` (NES: ``lambda``; the ZO
+    optimizers: ``Q + 1``).  For Nevergrad's CMA-ES it is the population handed to ``cma``,
+    ``max(popsize, num_workers)``.  Raises ``TypeError`` for any other optimizer.
+    """
+    size = getattr(optimizer, "iteration_size", None)
+    if size is not None:
+        return int(size)
+    if isinstance(optimizer, _CMA):
+        return int(optimizer._popsize)
+    raise TypeError(f"{optimizer.name} has no known population size (no iteration_size, not CMA-ES)")
 
 
 @dataclasses.dataclass(frozen=True)

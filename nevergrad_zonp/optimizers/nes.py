@@ -37,15 +37,18 @@ from nevergrad.common import errors
 from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
-from nevergrad_zonp.optimizers.iterations import IterationRequest, check_parametrization, plain_array_origin
+from nevergrad_zonp.optimizers.iterations import (
+    CLIPPED_LOSS,
+    IterationRequest,
+    check_parametrization,
+    plain_array_origin,
+)
 from nevergrad_zonp.optimizers.registration import register
 from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes, single_threaded_blas
 from nevergrad_zonp.optimizers.settings import CheckedOptimizer, check_choice, check_flag, check_integer, check_positive
 
 Covariance = tp.Literal["separable", "full"]
 
-# Nevergrad's ``tell`` clips NaN, inf and anything larger to this value.
-FAILED_LOSS = 5.0e20
 # n x n float64 matrices alive at once during an xNES update: B, G_M, the eigenvectors of
 # G_B, expm(G_B) and the new B, plus about one more of LAPACK work space.
 _FULL_COVARIANCE_MATRICES = 6
@@ -58,7 +61,7 @@ def rank_utilities(losses: np.ndarray) -> np.ndarray:
     ``u_k = max(0, ln(lambda/2 + 1) - ln k) / sum_j max(0, ln(lambda/2 + 1) - ln j) - 1/lambda``,
     so the utilities sum to zero and only the better half pulls.  Tied losses share the
     mean utility of the ranks they span: a generation of equal losses (for instance all
-    failed, clipped to ``FAILED_LOSS``) moves nothing (up to rounding).
+    failed, clipped to ``CLIPPED_LOSS``) moves nothing (up to rounding).
     """
     losses = np.asarray(losses, dtype=np.float64)
     size = losses.size
@@ -205,13 +208,13 @@ class _NES(CheckedOptimizer):
             return
         self._told_noise.append(pending[0])
         self._told_data.append(pending[1])
-        self._told_losses.append(loss if -math.inf < loss < FAILED_LOSS else FAILED_LOSS)  # NaN, -inf: failed
+        self._told_losses.append(loss if -math.inf < loss < CLIPPED_LOSS else CLIPPED_LOSS)  # NaN, -inf: failed
         if len(self._told_losses) == self.constants.popsize:
             self._update(np.array(self._told_noise), self._told_data, np.array(self._told_losses))
 
     def _update(self, noise: np.ndarray, data: tp.Sequence[np.ndarray], losses: np.ndarray) -> None:
-        """The natural-gradient step of one generation (losses already clipped to ``FAILED_LOSS``)."""
-        failed = losses >= FAILED_LOSS
+        """The natural-gradient step of one generation (losses already clipped to ``CLIPPED_LOSS``)."""
+        failed = losses >= CLIPPED_LOSS
         self._fallback = None
         if failed.any() and not failed.all():
             self._fallback = np.array(data[int(np.argmin(losses))], dtype=np.float64)
@@ -281,7 +284,7 @@ class _NES(CheckedOptimizer):
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
         """Tells the ``lambda`` losses of the generation asked by :meth:`ask_iteration` and updates.
 
-        NaN, inf, -inf and losses above ``FAILED_LOSS`` count as failed (ranked last), as Nevergrad's
+        NaN, inf, -inf and losses above ``CLIPPED_LOSS`` count as failed (ranked last), as Nevergrad's
         clipping makes them on the per-candidate path.
         """
         values = np.asarray(losses, dtype=np.float64)
@@ -295,7 +298,7 @@ class _NES(CheckedOptimizer):
         request, noise = self._requested
         self._requested = None
         self._num_tell += len(values)
-        clipped = np.where((values < FAILED_LOSS) & (values > -math.inf), values, FAILED_LOSS)  # NaN compares False: failed
+        clipped = np.where((values < CLIPPED_LOSS) & (values > -math.inf), values, CLIPPED_LOSS)  # NaN compares False: failed
         self._told_noise.extend(noise)
         self._told_data.extend(request.deltas)
         self._told_losses.extend(clipped.tolist())
@@ -335,7 +338,7 @@ class NaturalEvolutionStrategy(base.ConfiguredOptimizer):
 
     Rank-based fitness shaping (:func:`rank_utilities`) is always on: it makes the search
     invariant to monotone transforms of the loss and keeps failed evaluations (NaN/inf,
-    clipped by Nevergrad to ``FAILED_LOSS``) from producing non-finite steps; they rank last.
+    clipped by Nevergrad to ``CLIPPED_LOSS``) from producing non-finite steps; they rank last.
 
     Parameters
     ----------

@@ -45,9 +45,7 @@ def single_threaded_blas() -> tp.ContextManager[tp.Any]:
     The optimizers' linear algebra is small (blocks of at most a few thousand coordinates),
     while the network queries run in torch's own thread pool.  A multi-threaded OpenBLAS
     call leaves its worker threads spinning for a while after it returns, and they take
-    the cores from torch's threads: with 2 cores and 2 torch threads ZONP's per-iteration
-    triangular solve made every query 1.7x slower than ZOI's (``bench_zo_speed.py``).
-    The user's own thread settings are restored on exit.
+    the cores from torch's threads.  The user's own thread settings are restored on exit.
     """
     global _CONTROLLER, _BLAS_THREADS
     if _CONTROLLER is None:  # built lazily, once numpy and scipy have loaded their BLAS
@@ -70,12 +68,11 @@ def reuse_freed_memory(
 
     A batched forward of ``Q + 1`` (or ``n_b + 1``) settings allocates and frees tensors of
     tens of megabytes on every iteration.  glibc serves such blocks with ``mmap`` and
-    returns them with ``munmap``, so every iteration touches fresh pages: 7-18 ms of page
-    faults per digits iteration on this project's CPU machine.  With larger ``mmap`` and
-    trim thresholds the blocks stay in the heap and are reused: a digits ZO-NP run
-    (Q = 100) went from 2.36 to 1.54 s per 10,000 queries, a copying-chip run from 6.8 to
-    5.5 s per 2,400 (``comparisons`` harness, one thread).  Same values as the environment
-    variables ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_``.
+    returns them with ``munmap``, so every iteration touches fresh pages (page faults).
+    With larger ``mmap`` and trim thresholds the blocks stay in the heap and are reused.
+    The arguments are bytes (non-negative ints; ``ValueError`` otherwise), the same values
+    as the environment variables ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and
+    ``MALLOC_TOP_PAD_``.
 
     It is process-wide and lasting: the process keeps up to ``trim_threshold`` bytes of
     freed memory instead of returning it to the system.  The harness calls it in each run's

@@ -38,11 +38,8 @@ moves are smaller and carry no momentum into the bad region (:attr:`num_recoveri
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import math
-import os
-import threading
 import typing as tp
 
 import numpy as np
@@ -56,6 +53,7 @@ from ..oracle import OutputOracle
 from .blocks import block_bounds, check_fisher_memory
 from .estimator import UPDATE_RULES, zo_gradient
 from .iterations import (
+    CLIPPED_LOSS,
     IterationRequest,
     check_oracle_start,
     check_parametrization,
@@ -66,14 +64,6 @@ from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
 from .settings import CheckedOptimizer, check_choice, check_flag, check_fraction, check_integer, check_positive
 
-#: Random numbers per iteration (``Q x`` largest block) from which they are drawn ahead in a
-#: thread: below it the hand-over costs more than the draw (a 10 x 282 draw on the
-#: equalization chip ran slower with it).
-PREFETCH_MIN_NUMBERS = 16384
-#: Whether the thread also shapes the numbers into directions (the Fisher factor's solve).
-PREFETCH_SHAPES = True
-#: Nevergrad clips NaN, inf and anything above this to exactly this value before telling.
-CLIPPED_LOSS = 5.0e20
 SAMPLERS = ("natural", "isotropic", "coordinate")
 FISHER_REFRESHES = ("auto", "per_block", "sampled", "least_recent")
 BLOCK_SELECTIONS = ("random", "cyclic")
@@ -82,22 +72,15 @@ _TINY = np.finfo(float).tiny
 LR_SCHEDULES = ("constant", "cosine")
 #: Default Adam learning rate on a plain Nevergrad problem (standardized space, natural scale 1).
 DEFAULT_LR = 0.1
-#: Default learning rate once an output oracle (a network's parameters) is attached: the
-#: equalization chip trains well at 0.02-0.1 under the cosine schedule, the usage example's MLP only
-#: at 0.01-0.03 (0.1 raised its loss), see CHANGELOG.
+#: Default learning rate once an output oracle (a network's parameters) is attached.
 DEFAULT_ORACLE_LR = 0.02
-#: Default learning rate of plain ZO-SGD (``update="sgd"``), whose step scales with the
-#: gradient: 0.05 and more overshot on a Nevergrad-style problem with a log-scaled parameter,
-#: 0.02 was too slow for Nevergrad's check_optimizer at budget 300; 0.03 passes every
-#: property test of the package.  A narrow window: tune it.
+#: Default learning rate of plain ZO-SGD (``update="sgd"``), whose step scales with the gradient.
 DEFAULT_SGD_LR = 0.03
 #: Fraction of ``lr`` a cosine schedule ends at (and keeps beyond the budget).
 COSINE_FLOOR = 0.01
-# Schedule used when ``lr_schedule=None``: constant on plain problems (a handful of Adam
-# steps on a small smooth function need the full rate to undo their early overshoot),
-# cosine once an output oracle is attached (network training, where it removed the late
-# divergence of ZO-I and ZO-NP at a constant rate; CHANGELOG).
+#: Schedule used when ``lr_schedule=None`` on a plain problem.
 DEFAULT_SCHEDULE = "constant"
+#: Schedule used when ``lr_schedule=None`` once an output oracle is attached.
 DEFAULT_ORACLE_SCHEDULE = "cosine"
 
 
@@ -124,7 +107,7 @@ class InvalidQueryWarning(UserWarning):
 #: Factor applied to a block's step scale when a step of it led to a non-finite base loss.
 RECOVERY_SHRINK = 0.5
 #: Share of the query budget that ``fisher_refresh="per_block"`` spends on Fisher estimates at most
-#: (a refresh beyond it is skipped); the comparison suites, in ZO-NP's regime, stay at or under 15 %.
+#: (a refresh beyond it is skipped).
 PER_BLOCK_FISHER_SHARE = 0.2
 #: ``fisher_refresh="auto"`` refreshes per block when one Fisher for every block costs at most this
 #: share of the budget (ZO-NP's regime), else as the paper does (``"sampled"``).
@@ -136,9 +119,9 @@ def resolve_fisher_refresh(rule: str, bounds: np.ndarray, budget: tp.Optional[in
 
     ``"auto"``: ``"per_block"`` if there is no budget or one Fisher per block (``n_b + 1``
     queries each) takes at most :data:`AUTO_PER_BLOCK_SHARE` of it, else ``"sampled"``.  On
-    budgets that small, ``"per_block"`` spends its share on the first blocks at the starting
-    point and never refreshes them, and the paper's rule, refreshing later points, trained
-    better (digits CNN, 5,000 queries, Q = 16, 4 seeds: test accuracy 0.63 against 0.51).
+    smaller budgets ``"per_block"`` would spend its share on the first blocks at the starting
+    point and never refresh them; the paper's rule refreshes later points.  Any other
+    ``rule`` is returned as it is.
     """
     if rule != "auto":
         return rule
@@ -156,8 +139,8 @@ RECOVERY_GROWTH = 2.0 ** 0.1
 class _Iteration:
     """The queries of one ZO iteration (the base point and its directions) while they are asked and told.
 
-    ``epoch`` is the number of recoveries when it started: an iteration begun before a
-    recovery estimated a gradient on an abandoned path and is discarded when told.
+    ``recoveries_at_start`` is the number of recoveries when it started: an iteration begun
+    before a recovery estimated a gradient on an abandoned path and is discarded when told.
     ``steps_at_start`` is the number of Adam steps taken before it started.  ``batch`` is
     the mini-batch key of its queries: its index, or the batch of the open iteration it
     shares its base point with (the adapter finds a point's batch from its value, so two
@@ -170,7 +153,7 @@ class _Iteration:
     base: np.ndarray
     directions: np.ndarray
     losses: np.ndarray
-    epoch: int
+    recoveries_at_start: int
     steps_at_start: int
     batch: int
     asked: int = 0
@@ -185,55 +168,12 @@ class _Iteration:
         return len(self.losses) if self.limit is None else self.limit
 
 
-@dataclasses.dataclass
-class _Prefetch:
-    """Random numbers of iteration ``index`` drawn ahead, in a thread, from a copy of the random state.
-
-    ``state`` is the optimizer's random state the copy started from: the draws are used
-    only if the optimizer's state is still exactly that one when the iteration starts, and
-    the state then jumps to ``end_state``, so the stream is the one drawn in sequence.
-    """
-
-    index: int
-    state: tp.Any
-    job: tp.Optional[concurrent.futures.Future] = None
-    block: int = -1
-    noise: tp.Any = None
-    directions: tp.Optional[np.ndarray] = None
-    end_state: tp.Any = None
-    torch_state: tp.Optional[torch.Tensor] = None  # the "torch" direction stream's, likewise
-    torch_end_state: tp.Optional[torch.Tensor] = None
-
-
-_POOL_LOCK = threading.Lock()
-_POOL: tp.Optional[tp.Tuple[int, concurrent.futures.ThreadPoolExecutor]] = None
-
-
-def _prefetch_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The one background thread that draws ahead (a new one in a forked child, where the parent's is gone)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nevergrad-zonp-prefetch"))
-        return _POOL[1]
-
-
-def _same_random_state(first: tp.Any, second: tp.Any) -> bool:
-    """Whether two ``RandomState.get_state()`` tuples are equal (key array compared by value)."""
-    return (
-        first[0] == second[0]
-        and np.array_equal(first[1], second[1])
-        and first[2:] == second[2:]
-    )
-
-
 class _TorchNormals:
     """The Gaussian numbers of the ``"torch"`` direction stream: ``normal(size=(a, b))`` from a torch CPU generator.
 
-    torch draws float32 normals by a vectorised Box-Muller transform, about 5x faster than
-    numpy's legacy ``RandomState.normal`` (polar method, float64): 0.10 against 0.51 ms for
-    the 100 x 443 numbers of a digits iteration at Q = 100.  They stay float32 (a numpy
-    view of the tensor): the directions are shaped and normalised in float32 and the
+    torch draws float32 normals by a vectorised Box-Muller transform (numpy's legacy
+    ``RandomState.normal`` uses the slower polar method, in float64).  They stay float32 (a
+    numpy view of the tensor): the directions are shaped and normalised in float32 and the
     estimate and the queries are formed in float64 from them.
     """
 
@@ -312,8 +252,6 @@ class _ZerothOrder(CheckedOptimizer):
         self._oracle: tp.Optional[OutputOracle] = None
         self._origin: tp.Optional[np.ndarray] = None  # value at standardized data 0 (plain Array only)
         self._open_request: tp.Optional[IterationRequest] = None  # asked with ask_iteration, not told yet
-        self._prefetch: tp.Optional[_Prefetch] = None  # next iteration's directions, drawn during the evaluation
-        self._num_prefetched = 0  # iterations whose directions were drawn ahead and used
         # The "torch" direction stream's generator, seeded from the Nevergrad random state at the
         # first Gaussian draw (so that seeding the parametrization after building the optimizer counts).
         self._torch_generator: tp.Optional[torch.Generator] = None
@@ -503,7 +441,6 @@ class _ZerothOrder(CheckedOptimizer):
         self._open_request = IterationRequest(
             index=iteration.index, theta=self._origin + iteration.base, start=start, deltas=deltas, key=iteration.batch
         )
-        self._start_prefetch()
         return self._open_request
 
     def tell_iteration(self, request: IterationRequest, losses: tp.Any) -> None:
@@ -512,7 +449,6 @@ class _ZerothOrder(CheckedOptimizer):
         NaN, inf or losses at Nevergrad's clipping value are handled as on the per-candidate
         path (left out of the estimate; a bad base loss sends the iterate back to its anchor).
         """
-        self._join_prefetch()
         values = np.asarray(losses, dtype=np.float64)
         if values.shape != (request.size,):
             raise ValueError(
@@ -556,9 +492,7 @@ class _ZerothOrder(CheckedOptimizer):
             self._stop_at_budget = False
 
     def __getstate__(self) -> tp.Dict[str, tp.Any]:
-        self._join_prefetch()
         state = dict(self.__dict__)
-        state["_prefetch"] = None  # a thread does not pickle; the loaded optimizer draws in sequence (same draws)
         state["_oracle"] = None
         state["_stop_at_budget"] = False  # a dump taken inside minimize (OptimizerDump) must not stop later asks
         if self._torch_generator is not None:  # stored as its state tensor (any torch version pickles that)
@@ -569,15 +503,17 @@ class _ZerothOrder(CheckedOptimizer):
         generator = state.get("_torch_generator")
         if isinstance(generator, torch.Tensor):
             state["_torch_generator"] = _torch_generator(generator)
-        state.setdefault("_flat_steps", 0)  # optimizers pickled before the check
-        state.setdefault("_open_request", None)  # optimizers pickled without it
         self.__dict__.update(state)
 
     # ----- Nevergrad hooks -----------------------------------------------------------
     def _close_stale_iteration(self) -> None:
         """Cuts the latest iteration short if it was begun before a recovery: its estimate will be discarded."""
         iteration = self._iterations.get(self._num_iterations - 1)
-        if iteration is not None and iteration.epoch != self._num_recoveries and iteration.asked < iteration.size:
+        if (
+            iteration is not None
+            and iteration.recoveries_at_start != self._num_recoveries
+            and iteration.asked < iteration.size
+        ):
             iteration.limit = iteration.asked
             if iteration.told == iteration.size:
                 del self._iterations[iteration.index]
@@ -605,7 +541,6 @@ class _ZerothOrder(CheckedOptimizer):
         return candidate
 
     def _internal_tell_candidate(self, candidate: p.Parameter, loss: tp.FloatLoss) -> None:
-        self._join_prefetch()
         key, index = self._pending.pop(candidate.uid)
         iteration = self._iterations[key]
         loss = float(loss)
@@ -673,11 +608,7 @@ class _ZerothOrder(CheckedOptimizer):
         # The random state before this iteration's draws, restored if the oracle raises during a
         # Fisher refresh: the next ask then starts the same iteration again.
         state = self._rng.get_state() if self._sampler.uses_fisher and self._oracle is not None else None
-        prefetched = self._take_prefetch(key)
-        if prefetched is not None:
-            block = prefetched.block
-        else:
-            block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
+        block = self._rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
         start, stop = int(self._bounds[block]), int(self._bounds[block + 1])
         size = stop - start
         previous = self._iterations.get(key - 1)
@@ -731,18 +662,7 @@ class _ZerothOrder(CheckedOptimizer):
             # The last iteration uses what is left but one: that one evaluates the final iterate,
             # so the last step is seen (and recommended) too.  Beyond the budget: full iterations.
             num_directions = max(0, left - 2)
-        if prefetched is not None:
-            assert num_directions == self._config.num_directions, "a prefetch is taken only for a full iteration"
-            directions = prefetched.directions
-            if directions is None:
-                directions = self._shape_directions(block, size, prefetched.noise)
-            self._rng.set_state(prefetched.end_state)
-            if prefetched.torch_end_state is not None:
-                assert self._torch_generator is not None
-                self._torch_generator.set_state(prefetched.torch_end_state)
-            self._num_prefetched += 1
-        else:
-            directions = self._draw_directions(block, size, num_directions)
+        directions = self._draw_directions(block, size, num_directions)
         probe = None
         if self._continuous is not None:
             directions, probe = self._mixed_directions(block, start, stop, directions, key)
@@ -752,7 +672,7 @@ class _ZerothOrder(CheckedOptimizer):
             base=self._x.copy(),
             directions=directions,
             losses=np.full(num_directions + 1, math.nan),
-            epoch=self._num_recoveries,
+            recoveries_at_start=self._num_recoveries,
             steps_at_start=self._num_steps,
             batch=batch,
             probe=probe,
@@ -845,80 +765,6 @@ class _ZerothOrder(CheckedOptimizer):
             directions *= math.sqrt(size) / np.maximum(norms, _TINY)
         return directions
 
-    # ----- drawing the next iteration's directions during the evaluation -----------------
-    def _prefetch_applies(self, key: int) -> bool:
-        """Whether iteration ``key`` starts with the plain draw: a block, then ``Q`` directions, nothing else."""
-        cfg = self._config
-        if type(self)._draw_directions is not _ZerothOrder._draw_directions or not getattr(cfg, "prefetch", False):
-            return False  # off, or a subclass drawing its own way (the learned optimizer's QueryRNN state)
-        if self._sampler.uses_fisher and (self._fisher_refresh == "per_block" or key % cfg.fisher_period == 0):
-            return False  # a refresh may pick another block and changes the block's covariance first
-        left = self._queries_left()
-        if left is not None and left <= self.iteration_size:
-            return False  # the budget's last, shorter iteration
-        largest = int(np.max(np.diff(self._bounds)))
-        return cfg.num_directions * largest >= PREFETCH_MIN_NUMBERS
-
-    def _start_prefetch(self) -> None:
-        """Draws the next iteration's block and directions in a thread, from a copy of the random state."""
-        key = self._num_iterations
-        if self._prefetch is not None or not self._prefetch_applies(key):
-            return
-        cfg = self._config
-        torch_stream = self._torch_stream
-        if torch_stream and self._torch_generator is None:
-            return  # seeded at the first draw, in sequence
-        state = self._rng.get_state()
-        torch_state = self._torch_generator.get_state() if torch_stream else None  # type: ignore[union-attr]
-        num_blocks, num_directions = self.num_blocks, cfg.num_directions
-
-        bounds, sampler = self._bounds, self._sampler
-
-        def draw() -> None:  # random numbers only: the fill runs without the GIL; shaping waits for the start
-            rng = np.random.RandomState()
-            rng.set_state(state)
-            block = rng.randint(num_blocks) if cfg.block_selection == "random" else key % num_blocks
-            size = int(bounds[block + 1] - bounds[block])
-            generator = None if torch_state is None else _torch_generator(torch_state)
-            noise = sampler.noise(rng if generator is None else _TorchNormals(generator), size, num_directions)
-            if PREFETCH_SHAPES:  # the block's covariance cannot change before the iteration starts (no refresh)
-                prefetch.directions = self._shape_directions(block, size, noise)
-            prefetch.block, prefetch.noise = block, noise
-            prefetch.torch_end_state = None if generator is None else generator.get_state()
-            prefetch.end_state = rng.get_state()
-
-        prefetch = _Prefetch(index=key, state=state, torch_state=torch_state)
-        prefetch.job = _prefetch_pool().submit(draw)
-        self._prefetch = prefetch
-
-    def _join_prefetch(self) -> None:
-        """Waits for a drawing thread, so that nothing else uses the optimizer's state at the same time."""
-        prefetch = self._prefetch
-        if prefetch is not None and prefetch.job is not None:
-            concurrent.futures.wait([prefetch.job])
-
-    def _take_prefetch(self, key: int) -> tp.Optional[_Prefetch]:
-        """The directions drawn ahead for iteration ``key`` if they are the ones a draw now would give, else ``None``."""
-        prefetch, self._prefetch = self._prefetch, None
-        if prefetch is None:
-            return None
-        if prefetch.job is not None:
-            concurrent.futures.wait([prefetch.job])  # a failed draw leaves no directions: drawn here (and raised here)
-        usable = (
-            prefetch.index == key
-            and prefetch.end_state is not None  # the thread failed: draw here (and raise here, if it raises)
-            and self._prefetch_applies(key)
-            and _same_random_state(prefetch.state, self._rng.get_state())  # nobody drew since
-            and (
-                prefetch.torch_state is None
-                or (
-                    self._torch_generator is not None
-                    and torch.equal(prefetch.torch_state, self._torch_generator.get_state())
-                )
-            )
-        )
-        return prefetch if usable else None
-
     def _uses_estimate(self, iteration: _Iteration) -> bool:
         """Whether a finished iteration's estimate moves the iterate (all do, also when asked ahead)."""
         return True
@@ -982,7 +828,7 @@ class _ZerothOrder(CheckedOptimizer):
 
     def _finish(self, iteration: _Iteration, all_finite: bool = False) -> None:
         """Steps on a told iteration (``all_finite``: the caller checked that every loss is finite)."""
-        if iteration.epoch != self._num_recoveries:
+        if iteration.recoveries_at_start != self._num_recoveries:
             return  # begun on a path abandoned by a recovery since: its estimate belongs to no kept iterate
         base_loss, losses = iteration.losses[0], iteration.losses[1:]
         if not math.isfinite(base_loss):
@@ -1052,104 +898,89 @@ class _ZerothOrder(CheckedOptimizer):
 class ZerothOrder(base.ConfiguredOptimizer):
     """Block-wise zeroth-order optimizer with Adam; ZO-NP, ZO-I or ZO-co by its sampler.
 
-    Symbols are those of the paper and of docs/method.md.
+    Symbols are those of the paper (Sawada et al., ICML 2025) and of docs/method.md; the
+    iteration is the module docstring's.  All settings are keyword-only and checked here:
+    a value of the wrong type or out of range raises ``ValueError`` naming the setting.
+    Building the optimizer raises ``ValueError`` for a parametrization with constraints or
+    a stochastic one (``ng.p.Choice``), and ``MemoryError`` when ZO-NP's stored Fisher
+    factors would not fit in memory.  Lengths are in Nevergrad's standardized space.
 
     Parameters
     ----------
     sampler: str
-        ``"natural"`` (ZO-NP: ``u ~ N(0, (F~_b + rho I)^-1)``), ``"isotropic"`` (ZO-I) or
-        ``"coordinate"`` (ZO-co).
+        ``"natural"`` (default; ZO-NP: ``u ~ N(0, (F~_b + rho I)^-1)``), ``"isotropic"`` (ZO-I:
+        ``u ~ N(0, I)``) or ``"coordinate"`` (ZO-co: coordinate vectors drawn uniformly with
+        replacement).
     num_directions: int
-        Q, perturbations per iteration; an iteration costs ``Q + 1`` queries.
+        Q >= 1, perturbations per iteration (default 10); an iteration costs ``Q + 1``
+        queries.
     lr: float or None
-        learning rate of the update rule, the main per-task setting (tune it).  ``None`` (default):
-        ``DEFAULT_LR = 0.1`` on a plain Nevergrad problem (standardized space, natural scale
-        1), ``DEFAULT_ORACLE_LR = 0.02`` once an output oracle is attached (network
-        parameters; from the comparisons' evidence, see the CHANGELOG); with ``update="sgd"``
-        ``DEFAULT_SGD_LR = 0.03`` in both cases (its step scales with the gradient).
+        learning rate of the update rule (> 0), the main per-task setting.  ``None``
+        (default): :data:`DEFAULT_LR` (0.1) on a plain Nevergrad problem,
+        :data:`DEFAULT_ORACLE_LR` (0.02) once an output oracle is attached, and
+        :data:`DEFAULT_SGD_LR` (0.03) with ``update="sgd"`` in both cases.
     mu: float
-        mu0, absolute finite-difference displacement; the per-direction step is
-        ``mu0 / sqrt(n)`` for directions of norm ``sqrt(n)``.
+        mu0 > 0 (default 1e-3), norm of the finite-difference displacement: a direction of
+        norm ``sqrt(n)`` is scaled by ``mu0 / sqrt(n)``.
     rho: float
-        damping added to the trace-normalised Fisher (ZO-NP); ``rho -> inf`` gives ZO-I.
+        damping > 0 added to the trace-normalised Fisher (ZO-NP; default 0.1);
+        ``rho -> inf`` gives ZO-I.
     max_block_size: int
-        N_max; the parameters are split into ``ceil(N / N_max)`` nearly equal blocks.
+        N_max >= 1 (default 512); the ``N`` parameters are split into ``ceil(N / N_max)``
+        nearly equal contiguous blocks.
     fisher_period: int
-        T_ud, iterations between Fisher re-estimations (ZO-NP).
+        T_ud >= 1 (default 100), iterations between Fisher refreshes (ZO-NP; for
+        ``"per_block"``, uses of a block between its refreshes).
     fd_step: float
-        h, finite-difference step of the output Jacobian (ZO-NP).
+        h > 0 (default 1e-3), finite-difference step of the output Jacobian (ZO-NP).
     smoothing: float
-        alpha, exponential smoothing of successive Fisher estimates (1 = replace).
+        alpha in (0, 1] (default 1 = replace), exponential smoothing of successive Fisher
+        estimates: ``F <- alpha F_new + (1 - alpha) F``.
     block_selection: str
         ``"random"`` (uniform, default) or ``"cyclic"`` block order.
     normalize: bool
-        rescale every direction to norm ``sqrt(n)`` (default), so only the covariance shape
-        matters; ``False`` keeps the raw Gaussian draws.
+        rescale every direction to norm ``sqrt(n)`` (default ``True``), so only the
+        covariance's shape matters; ``False`` keeps the raw draws.
     lr_schedule: str or None
-        ``"cosine"``: the learning rate at a step is
-        ``lr * (f + (1 - f) (1 + cos(pi t)) / 2)`` with ``t`` the fraction of the query budget
-        spent and ``f = COSINE_FLOOR`` (kept beyond the budget); without a budget there is no
-        horizon and the rate stays constant.  ``"constant"`` is the paper's.  ``None``
-        (default): ``"cosine"`` once an output oracle is attached (network training: a
-        constant rate large enough to make progress early lets Adam's normalised noise steps
-        drift the iterate away late in a run, ZO-I and ZO-NP alike, and decaying it removed
-        that divergence on the equalization chip, CHANGELOG), ``"constant"`` on a plain
-        Nevergrad problem (a few dozen Adam steps on a small smooth function need the full
-        rate to come back from their early overshoot; with cosine, Nevergrad's own
-        ``check_optimizer`` on a 2-d quadratic passed 9 of 20 seeds against 19 of 20).
+        ``"constant"`` (the paper's) or ``"cosine"``: the learning rate at a step is
+        ``lr * (f + (1 - f) (1 + cos(pi t)) / 2)``, ``t`` the fraction of the query budget
+        spent (capped at 1) and ``f = COSINE_FLOOR`` (0.01); without a budget the rate is
+        constant.  ``None`` (default): ``"cosine"`` once an output oracle is attached,
+        ``"constant"`` on a plain Nevergrad problem.
     fisher_refresh: str
-        when and for which block the Fisher is estimated.  ``"auto"`` (default):
-        ``"per_block"`` when one Fisher for every block costs at most 15 % of the budget
-        (ZO-NP's regime), else ``"sampled"`` (:func:`resolve_fisher_refresh`; the rule in
-        use is the optimizer's ``fisher_refresh``).  ``"per_block"``: a block's Fisher is estimated when the block is first sampled and again after every
-        ``fisher_period`` iterations on that block (its own uses, not the optimizer's
-        iterations), so each Fisher is fresh where it is first used; that makes about
-        ``B + iterations / fisher_period`` refreshes, but never more than
-        ``PER_BLOCK_FISHER_SHARE`` (20 %) of the budget: on a budget too small for every
-        block's Fisher, the blocks left without one run as block ZO-I.  It is the rule with the lowest final
-        training loss in the ``standard`` comparison suite (docs: results).  ``"sampled"``
-        (the paper's, registered as ``ZONPPaper``): every ``fisher_period`` iterations, the
-        block sampled at that iteration; with ``B`` blocks and ``R`` refreshes it leaves a
-        block without a Fisher with probability ``(1 - 1/B)^R`` (21 % at B = 7, R = 10).
-        ``"least_recent"``: every ``fisher_period`` iterations, the block whose Fisher is
-        oldest (never-estimated blocks first; that iteration then steps on it), which
-        covers every block once ``R >= B``.
+        when and for which block the Fisher is estimated (ZO-NP).  ``"per_block"``: at a
+        block's first use and again after every ``fisher_period`` uses of that block, while
+        the Fisher queries stay within ``PER_BLOCK_FISHER_SHARE`` (20 %) of the budget (a
+        block left without one runs as block ZO-I).  ``"sampled"`` (the paper's, registered
+        as ``ZONPPaper``): every ``fisher_period`` iterations, the block sampled at that
+        iteration; with ``B`` blocks and ``R`` refreshes a block is left without a Fisher
+        with probability ``(1 - 1/B)^R``.  ``"least_recent"``: every ``fisher_period``
+        iterations, the block whose Fisher is oldest (never-estimated blocks first), which
+        that iteration then steps on.  ``"auto"`` (default): ``"per_block"`` when one
+        Fisher for every block costs at most ``AUTO_PER_BLOCK_SHARE`` (15 %) of the budget
+        or there is no budget, else ``"sampled"`` (:func:`resolve_fisher_refresh`; the
+        optimizer's ``fisher_refresh`` property gives the rule in use).  A refresh costs
+        ``n_b + 1`` queries and is skipped when fewer queries than that would be left after
+        it for the iterations that use it.
     fisher_rank: int or None
         ``None`` (default, the paper's): the full ``n_b x n_b`` Cholesky factor of every
-        block's ``F~_b + rho I`` is stored.  ``r``: only the ``r`` leading eigenpairs of
-        ``F~_b`` are (``n_b r`` numbers per block, draws in ``O(n_b r)``, the rest of the
-        spectrum treated as 0; exact for ``r >= n_b``), for networks whose ``B n_b^2``
-        store does not fit.
+        block's ``F~_b + rho I`` is stored.  ``r >= 1``: only the ``r`` leading eigenpairs of
+        ``F~_b`` (``n_b r`` numbers per block, draws in ``O(n_b r)``, the rest of the
+        spectrum taken as 0; exact for ``r >= n_b``).
     fisher_storage: str
-        dtype of the stored Fisher matrices: ``"float32"`` (default), ``"float16"`` (half the
-        memory; cast to float32 for each draw) or ``"float64"``.
+        dtype of the stored Fisher matrices: ``"float32"`` (default), ``"float16"`` (cast to
+        float32 for each draw) or ``"float64"``.
     update: str
-        the update rule of a step: ``"adam"`` (default; ZO-Adam), ``"sgd"`` (ZO-SGD,
-        ``theta -= lr * g`` with the unbiased estimate, ``lam = 1``) or ``"sign"``
-        (ZO-signSGD, ``theta -= lr * sign(g)``).  The learning rate and its schedule apply
-        to all three; ``lr`` means a different thing for each, so tune it per rule.
-    prefetch: bool
-        on the fast path (``ask_iteration``), draw the next iteration's block and directions
-        in a background thread while the objective evaluates the current iteration
-        (default ``False``).  The thread draws from a copy of the random state and its draws
-        are used only if that state is still the optimizer's when the next iteration
-        starts, so the iterates are the same with and without it (tested); it is skipped
-        before a Fisher refresh and for the budget's last iteration.  It takes the sampling
-        (the Gaussian draw: about 0.5 ms per iteration at Q = 100 and blocks of 443 on this
-        project's CPU) off the critical path, where a core is free for it, e.g. while a GPU
-        or a chip runs the forward.  Off by default on the evidence of
-        ``comparisons/bench_overhead.py`` (digits, Q = 100, 2 cores): alone on the machine it
-        saved 0.1 ms of a 15 ms iteration; with two runs on the two cores, as the harness
-        runs, it cost 0.3-0.6 ms of overhead per iteration and slowed the forwards.  Only
-        iterations that need at least ``PREFETCH_MIN_NUMBERS`` random numbers are drawn
-        ahead: for small draws the hand-over costs more.  Every
-        ``tell`` waits for the thread first, so no two threads use the optimizer at once.
+        the update rule: ``"adam"`` (default; ZO-Adam, betas 0.9, 0.999, eps 1e-8, ``lam =
+        1/n``), ``"sgd"`` (ZO-SGD, ``theta -= lr * g`` with the unbiased estimate, ``lam =
+        1``) or ``"sign"`` (ZO-signSGD, ``theta -= lr * sign(g)``).  The learning rate and
+        its schedule apply to all three.
     direction_stream: str
         where the Gaussian directions' numbers come from: ``"torch"`` (default; a torch CPU
-        generator seeded from the Nevergrad random state at the first draw, float32, 5x
-        faster than numpy's legacy draw) or ``"legacy"`` (numpy's ``RandomState.normal``, the
-        stream of every run made before this setting).  ZO-co's coordinates and the block
-        choice come from the Nevergrad random state in both.
+        generator seeded from the Nevergrad random state at the first draw, float32) or
+        ``"legacy"`` (numpy's ``RandomState.normal`` on the Nevergrad random state,
+        float64).  ZO-co's coordinates and the block choice come from the Nevergrad random
+        state with both.
     """
 
     def __init__(
@@ -1171,7 +1002,6 @@ class ZerothOrder(base.ConfiguredOptimizer):
         fisher_rank: tp.Optional[int] = None,
         fisher_storage: str = "float32",
         update: str = "adam",
-        prefetch: bool = False,
         direction_stream: str = "torch",
     ) -> None:
         config = dict(locals())
@@ -1191,6 +1021,5 @@ class ZerothOrder(base.ConfiguredOptimizer):
         self.fisher_rank = check_integer("fisher_rank", fisher_rank, optional=True)
         self.fisher_storage = check_choice("fisher_storage", fisher_storage, STORAGE_DTYPES)
         self.update = check_choice("update", update, UPDATE_RULES)
-        self.prefetch = check_flag("prefetch", prefetch)
         self.direction_stream = check_choice("direction_stream", direction_stream, DIRECTION_STREAMS)
         super().__init__(_ZerothOrder, config, as_config=True)
