@@ -52,7 +52,7 @@ def finite_difference_jacobian(base: np.ndarray, perturbed: np.ndarray, step: fl
 
 
 #: Below this largest ``1 - max_c p_c`` over the rows, the categorical Fisher is formed centred
-#: (the two-term form loses its accuracy: 100 % error at margins of 40 in a review's test).
+#: (the two-term form loses its accuracy there: a relative error of 100 % at margins of 40).
 SATURATED = 1e-10
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from nevergrad_zonp import HardwareAdapter, MiniBatches, ModelAdapter
-from nevergrad_zonp.adapters.hardware import IGNORE_INDEX
+from nevergrad_zonp.losses import IGNORE_INDEX, accuracy
 from nevergrad_zonp.tasks.base import Task
 
 
@@ -391,8 +391,6 @@ def test_a_fault_of_the_model_itself_is_raised_and_leaves_vmap_on():
 
 
 def test_accuracy_leaves_out_the_ignored_positions():
-    from nevergrad_zonp.tasks.base import accuracy
-
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
     assert accuracy(logits, torch.tensor([0, 0, 0, 1])) == 0.75
     assert accuracy(logits, torch.tensor([0, IGNORE_INDEX, 0, 1])) == 1.0  # the wrong one is ignored

@@ -3,6 +3,7 @@
 import collections
 import concurrent.futures
 import threading
+import types
 import warnings
 
 import nevergrad as ng
@@ -358,7 +359,22 @@ def test_a_loss_with_a_per_setting_twin_is_evaluated_in_one_call_and_its_shape_i
         custom.block_losses(adapter.theta0, 7, deltas, key=0)
 
 
-# ----- found by a review: threads, identical settings, dtypes, empty loaders --------------
+def test_from_task_takes_any_object_with_the_attributes_of_a_task():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    data = (torch.randn(40, 4), torch.randint(0, 3, (40,)))
+    task = types.SimpleNamespace(
+        name="plain", model=model, chip=None, train=data, output="categorical", loss=torch.nn.functional.cross_entropy,
+        metrics={"accuracy": nevergrad_zonp.adapters.accuracy},
+    )
+    adapter = ModelAdapter.from_task(task, on="model", batch_size=20, seed=3)
+    assert adapter.model is model and adapter.loss is task.loss and adapter.metrics == task.metrics
+    assert (adapter.batches.batch_size, adapter.batches.seed) == (20, 3)
+    with pytest.raises(ValueError, match="task 'plain' has no chip model; use on='model'"):
+        ModelAdapter.from_task(task)
+
+
+# ----- threads, identical settings, dtypes, empty loaders ---------------------------------
 def _mlp_adapter(**kwargs):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
@@ -459,11 +475,10 @@ def test_bad_values_for_load_assign_batch_parameters_and_evaluate_are_refused_by
 
 def test_block_settings_that_the_memory_cannot_hold_are_refused_before_allocation(monkeypatch):
     import nevergrad_zonp.adapters.model as model_module
-    import nevergrad_zonp.optimizers.resources as resources
 
     _, adapter = _mlp_adapter()
     monkeypatch.setattr(model_module, "CHECKED_SETTINGS_BYTES", 1000)
-    monkeypatch.setattr(resources, "available_memory_bytes", lambda: 10_000)
+    monkeypatch.setattr(model_module, "available_memory_bytes", lambda: 10_000)
     with pytest.raises(MemoryError, match=r"101 settings of \['0.weight'\] need .* GiB available: use a smaller max_block_size"):
         adapter.block_losses(adapter.theta0, 0, np.zeros((101, 100)), 0)
     adapter.block_losses(adapter.theta0, 0, np.zeros((5, 100)), 0)  # 5 x 256 x 4 bytes: fits

@@ -37,66 +37,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fisher import check_output_model
-from ..tasks.base import IGNORE_INDEX, accuracy
 from .._checks import integer_at_least
+from ..fisher import check_output_model
+from ..losses import (
+    DEFAULT_LOSSES,
+    IGNORE_INDEX,
+    PER_SETTING,
+    Loss,
+    Metric,
+    accuracy,
+    categorical_loss,
+    per_setting_categorical,
+    per_setting_categorical_kept,
+)
 from .batches import SHOWN_ROWS, MiniBatches, describe_rows
 
 OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
-LossFn = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PenaltyFn = tp.Callable[[torch.Tensor], torch.Tensor]
 _KEY_MEMORY = 1 << 16
-
-
-def categorical_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of logits ``(batch, ..., classes)`` against integer targets ``(batch, ...)``."""
-    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
-
-
-def gaussian_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error (the unit-variance Gaussian negative log-likelihood up to constants)."""
-    return torch.mean((outputs - targets.reshape(outputs.shape).to(outputs.dtype)) ** 2)
-
-
-def complex_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared modulus of the complex error, real and imaginary parts as Gaussian outputs."""
-    return torch.mean(torch.abs(outputs - targets.reshape(outputs.shape).to(outputs.dtype)) ** 2)
-
-
-#: Below this many classes the cross-entropy normalises over a non-last dimension: torch's CPU
-#: log-softmax over a last dimension shorter than its vector width (16 float32 with AVX-512)
-#: takes a slow path, 7x slower at 10 classes (digits, 101 settings x 50 samples: 540 us
-#: against 75 us), while from 16 classes on the last-dimension kernel is the faster one.
-_FEW_CLASSES = 16
-_NO_REDUCTION = 0  # torch's enum value of reduction="none" (torch.nn._reduction.get_enum)
-
-
-def _categorical_terms(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy ``(V, positions)`` of each setting at each target; 0 where the target is :data:`IGNORE_INDEX`."""
-    count, classes = outputs.shape[0], outputs.shape[-1]
-    if classes < _FEW_CLASSES:
-        # (V, classes, samples): the same cross-entropy, up to float rounding (1 ulp).  The
-        # kernel F.cross_entropy(..., reduction="none") calls, without its argument handling.
-        logits = outputs.reshape(count, -1, classes).transpose(1, 2)
-        flat_targets = targets.reshape(1, -1).expand(count, -1)
-        return torch._C._nn.cross_entropy_loss(logits, flat_targets, None, _NO_REDUCTION, IGNORE_INDEX, 0.0)
-    flat_targets = targets.reshape(1, -1).expand(count, -1).reshape(-1)
-    return F.cross_entropy(outputs.reshape(-1, classes), flat_targets, reduction="none").reshape(count, -1)
-
-
-def _per_setting_categorical(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return _categorical_terms(outputs, targets).mean(dim=1)
-
-
-def _per_setting_categorical_kept(outputs: torch.Tensor, targets: torch.Tensor, kept: int) -> torch.Tensor:
-    """The mean cross-entropy over the ``kept`` targets that are not :data:`IGNORE_INDEX`, as torch's ``mean`` takes it."""
-    return _categorical_terms(outputs, targets).sum(dim=1) / kept
-
-
-def per_setting_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared (modulus of the) error of each of ``V`` settings' outputs ``(V, batch, ...)``: ``(V,)``."""
-    error = outputs - targets.reshape(outputs.shape[1:]).to(outputs.dtype)[None]
-    return (torch.abs(error) ** 2).reshape(len(outputs), -1).mean(dim=1)
 
 
 def _as_numpy(out: torch.Tensor) -> np.ndarray:
@@ -105,24 +63,6 @@ def _as_numpy(out: torch.Tensor) -> np.ndarray:
         return out.numpy()
     except TypeError:
         return (out.to(torch.complex64) if out.dtype.is_complex else out.float()).numpy()
-
-
-DEFAULT_LOSSES: tp.Dict[str, LossFn] = {
-    "categorical": categorical_loss,
-    "gaussian": gaussian_loss,
-    "complex": complex_loss,
-}
-#: The default losses (and ``F.cross_entropy``, the image tasks' loss) evaluated for all
-#: ``V`` settings ``(V, batch, ...)`` in one call; equal to a loop over settings up to float
-#: rounding.  Another loss is evaluated in one call if it carries such a function as its
-#: ``per_setting`` attribute (``loss.per_setting(outputs (V, batch, ...), targets) -> (V,)``),
-#: else it is called once per setting.
-_PER_SETTING: tp.Dict[LossFn, tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    categorical_loss: _per_setting_categorical,
-    F.cross_entropy: _per_setting_categorical,
-    gaussian_loss: per_setting_squared_error,
-    complex_loss: per_setting_squared_error,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,9 +156,9 @@ class HardwareAdapter:
         data: tp.Any,
         *,
         output: str,
-        loss: tp.Optional[LossFn] = None,
+        loss: tp.Optional[Loss] = None,
         batch_size: tp.Optional[int] = 100,
-        metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
+        metrics: tp.Optional[tp.Dict[str, Metric]] = None,
         seed: int = 0,
         penalty: tp.Optional[PenaltyFn] = None,
     ) -> None:
@@ -432,15 +372,19 @@ class HardwareAdapter:
         return np.where(np.isfinite(values), values, np.nan)
 
     def _losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-        """Loss of each of the ``V`` settings: one flat call for the default losses, else a loop."""
+        """Loss of each of the ``V`` settings ``(V,)``: one call of the loss's batched twin, else a loop.
+
+        The twin of a built-in loss is in :data:`~nevergrad_zonp.losses.PER_SETTING`; another
+        loss may carry its own as ``loss.per_setting``.
+        """
         with torch.no_grad():
-            per_setting = _PER_SETTING.get(self.loss) or getattr(self.loss, "per_setting", None)
+            per_setting = PER_SETTING.get(self.loss) or getattr(self.loss, "per_setting", None)
             if self._may_ignore and not (targets.is_floating_point() or targets.is_complex()):
                 kept = int((targets != IGNORE_INDEX).sum())
                 if not kept:  # every label ignored: nothing to fit, every setting as good
                     return np.zeros(len(outputs))
-                if kept < targets.numel() and per_setting is _per_setting_categorical:
-                    return _per_setting_categorical_kept(outputs, targets, kept).double().numpy()
+                if kept < targets.numel() and per_setting is per_setting_categorical:
+                    return per_setting_categorical_kept(outputs, targets, kept).double().numpy()
             if per_setting is not None:
                 values = torch.as_tensor(per_setting(outputs, targets))
                 if values.shape != (len(outputs),):

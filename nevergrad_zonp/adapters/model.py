@@ -29,9 +29,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..tasks.base import Task
+from ..losses import Loss, Metric
+from ..optimizers.resources import available_memory_bytes
 from .batches import check_integer
-from .hardware import HardwareAdapter, LossFn
+from .hardware import HardwareAdapter
+
+
+class TaskLike(tp.Protocol):
+    """What :meth:`ModelAdapter.from_task` reads of a task (a :class:`nevergrad_zonp.tasks.base.Task` has it all)."""
+
+    name: str
+    model: nn.Module
+    chip: tp.Optional[nn.Module]
+    train: tp.Any
+    output: str
+    loss: Loss
+    metrics: tp.Dict[str, Metric]
 
 
 class ModelAdapter(HardwareAdapter):
@@ -59,10 +72,10 @@ class ModelAdapter(HardwareAdapter):
         data: tp.Any,
         *,
         output: str,
-        loss: tp.Optional[LossFn] = None,
+        loss: tp.Optional[Loss] = None,
         batch_size: tp.Optional[int] = 100,
         parameters: tp.Optional[tp.Sequence[str]] = None,
-        metrics: tp.Optional[tp.Dict[str, tp.Callable[[torch.Tensor, torch.Tensor], float]]] = None,
+        metrics: tp.Optional[tp.Dict[str, Metric]] = None,
         seed: int = 0,
         settings_per_call: int = 32,
         penalty: tp.Optional[tp.Callable[[torch.Tensor], torch.Tensor]] = None,
@@ -111,8 +124,16 @@ class ModelAdapter(HardwareAdapter):
         )
 
     @classmethod
-    def from_task(cls, task: Task, *, on: str = "chip", batch_size: tp.Optional[int] = 100, seed: int = 0) -> "ModelAdapter":
-        """Adapter over a task's ``chip`` (the papers' protocol) or its ideal ``model``."""
+    def from_task(cls, task: TaskLike, *, on: str = "chip", batch_size: tp.Optional[int] = 100, seed: int = 0) -> "ModelAdapter":
+        """Adapter over a task's ``chip`` (the papers' protocol) or its ideal ``model``.
+
+        ``task`` is any object with the attributes of :class:`TaskLike` (a
+        :class:`~nevergrad_zonp.tasks.base.Task`, or the user's own): the adapter trains
+        ``task.chip`` (``on="chip"``) or ``task.model`` (``on="model"``) on ``task.train``
+        with its ``output``, ``loss`` and ``metrics``.  Raises ``ValueError`` for another
+        ``on``, or ``on="chip"`` where ``task.chip`` is ``None``; the other checks are the
+        constructor's.
+        """
         if on not in ("chip", "model"):
             raise ValueError(f"on must be 'chip' or 'model', got {on!r}")
         model = task.chip if on == "chip" else task.model
@@ -186,8 +207,6 @@ class ModelAdapter(HardwareAdapter):
         needed = count * sum((hi - lo) * dtype.itemsize for _, lo, hi, _, dtype, _, _ in touched)
         if needed <= CHECKED_SETTINGS_BYTES:
             return
-        from ..optimizers.resources import available_memory_bytes
-
         available = available_memory_bytes()
         if needed > available:
             names = [name for name, *_ in touched]

@@ -64,10 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..adapters.hardware import HardwareAdapter
 from .images import SmallCNN, classification_task, load_digits_28
-
-if tp.TYPE_CHECKING:  # imported lazily at run time: the adapters import this package
-    from ..adapters.hardware import HardwareAdapter
 
 IMAGE_SHAPE = (1, 28, 28)
 #: Pixels of one image: the dimension of an attack.
@@ -380,7 +378,7 @@ class AttackProblem:
         images = torch.clamp(perturbed, 0.0, 1.0).reshape(count * batch, *IMAGE_SHAPE)
         return self._classifier_for(dtype)(images).reshape(count, batch, -1)
 
-    def adapter(self, seed: int = 0, dtype: torch.dtype = torch.float64) -> "HardwareAdapter":
+    def adapter(self, seed: int = 0, dtype: torch.dtype = torch.float64) -> HardwareAdapter:
         """The attack as a model-aware Nevergrad objective, the classifier queried through its logits.
 
         A :class:`~nevergrad_zonp.adapters.HardwareAdapter` with ``outputs`` = :meth:`outputs`
@@ -393,8 +391,6 @@ class AttackProblem:
         (1.0 if the image is misclassified) and ``margin``; :meth:`report` adds the distortion.
         ``dtype`` is the precision of the forward (float64 by default; float32 is faster).
         """
-        from ..adapters.hardware import HardwareAdapter  # lazy: the adapters import this package
-
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         loss = functools.partial(margin_loss, kappa=self.kappa)

@@ -9,34 +9,13 @@ queries in the papers' protocol (docs/method.md, "The problem and the protocol")
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing as tp
 
 import torch
 from torch import nn
 
 from nevergrad_zonp._checks import integer_at_least
+from nevergrad_zonp.losses import Loss, Metric
 from nevergrad_zonp.photonics.chip import transfer_parameters
-
-Metric = tp.Callable[[torch.Tensor, torch.Tensor], float]
-Loss = tp.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-#: Target of a position left out of the loss and the accuracy (torch's ``cross_entropy`` default).
-IGNORE_INDEX = -100
-
-
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of (sample, step) positions whose arg-max logit (last axis) is the target class.
-
-    Positions whose target is :data:`IGNORE_INDEX` are left out (NaN when all are).
-    """
-    targets = targets.reshape(outputs.shape[:-1])
-    correct = outputs.argmax(dim=-1) == targets
-    kept = targets != IGNORE_INDEX
-    if bool(kept.all()):
-        return float(correct.double().mean())
-    return float(correct[kept].double().mean()) if bool(kept.any()) else math.nan
 
 
 @dataclasses.dataclass

@@ -41,7 +41,7 @@ import math
 import torch
 
 from nevergrad_zonp._checks import integer_at_least
-from nevergrad_zonp.adapters.hardware import per_setting_squared_error
+from nevergrad_zonp.losses import per_setting_squared_error
 from nevergrad_zonp.photonics.chip import FabricationErrors, fabricate
 from nevergrad_zonp.photonics.feedforward import MZIFeedForward
 from nevergrad_zonp.tasks.base import Task
@@ -94,7 +94,7 @@ def mean_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return (outputs - targets).pow(2).mean()
 
 
-# The adapters' batched twin: the squared-error loss of each of V settings in one call, the
+# The batched twin the adapters use: the squared-error loss of each of V settings in one call, the
 # loop's values bit for bit (real outputs: |e|^2 = e^2).
 mean_squared_error.per_setting = per_setting_squared_error  # type: ignore[attr-defined]
 

@@ -31,7 +31,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Task, accuracy, pretrain
+from ..losses import accuracy
+from .base import Task, pretrain
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
