@@ -27,8 +27,10 @@ from tqdm import tqdm
 
 from nevergrad_zonp.optimizers.zeroth_order import DIRECTION_STREAMS
 
+from .dispatch import FailedRuns, SuiteInterrupted, first_interrupt_only
+from .execution import RunSpec
 from .report import ReportError, ReportWarning, write_report
-from .runner import FailedRuns, RunSpec, SuiteInterrupted, first_interrupt_only, run_suite
+from .runner import run_suite
 from .suites import SUITES, Suite, paper_suite
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report a process ended by it.

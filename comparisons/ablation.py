@@ -16,16 +16,16 @@ factors) and writes ``ablation_<task>_compact.md``.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
-import multiprocessing
 import typing as tp
 from pathlib import Path
 
 import numpy as np
 
+from .dispatch import Runs, local_executor, stopping_runs
+from .execution import RunSpec
 from .report import LATE_DIVERGENCE
-from .runner import RunSpec, _Runs, write_atomic
+from .storage import write_atomic
 from .suites import LEGACY_STREAM, STUDY_SEEDS, standard_suite
 
 
@@ -173,14 +173,11 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pairs = specs(args.task, args.seeds, args.study)
-    if args.workers > 1:
-        executor: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
-            args.workers, mp_context=multiprocessing.get_context("spawn")
-        )
-    else:
-        executor = concurrent.futures.ThreadPoolExecutor(1)
-    with executor:
-        records = _Runs(out, executor, None, None).run([spec for _, spec in pairs])
+    executor = local_executor(args.workers)
+    runs = Runs(out, executor, None, None)
+    with stopping_runs(runs, executor):
+        records = runs.run([spec for _, spec in pairs])
+    executor.shutdown()
     subject = "Ablation" if args.study == "levers" else "Compact and half-precision Fisher"
     text = (
         f"# {subject} on the {args.task} chip (standard suite's budget, Q and Fisher period; reported seeds)\n\n"

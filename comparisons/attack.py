@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from .methods import METHODS
-from .runner import UNRECORDED_DIRECTION_STREAM, choose_step, extend_grid, step_score, write_atomic
+from .storage import UNRECORDED_DIRECTION_STREAM, write_atomic
 from .suites import LEGACY_STREAM
+from .tuning import choose_step, extend_grid, step_score
 
 DEFAULT_METHODS = ("ZOL2L-attack", "ZOL2LNoQuery-attack", "ZOL2L", "ZOSGD", "ZOSignSGD", "ZOI", "ZONP")
 #: The method the others are tested against: the learned optimizer meta-trained on attacks.

@@ -41,7 +41,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import mannwhitneyu
 
-from .runner import CURVES_FILE, FAILED_DIR, RESULTS_FILE, RUNS_DIR, SETTINGS_FILE, TUNING_FILE, incomplete_rows
+from .storage import CURVES_FILE, FAILED_DIR, RESULTS_FILE, RUNS_DIR, SETTINGS_FILE, TUNING_FILE, incomplete_rows
 
 REPORT_FILE = "report.md"
 #: A run diverged late when its final training loss exceeds this multiple of its best checkpoint.
@@ -243,7 +243,7 @@ def _maximize(runs: pd.DataFrame) -> bool:
 def _read_table(path: Path, required: tp.Iterable[str], notes: list[str]) -> pd.DataFrame:
     """The CSV table at ``path`` without its incomplete rows, each left out with a line in ``notes``.
 
-    Incomplete rows: :func:`~comparisons.runner.incomplete_rows`.  Raises :class:`ReportError`
+    Incomplete rows: :func:`~comparisons.storage.incomplete_rows`.  Raises :class:`ReportError`
     when the file is missing, cannot be parsed or lacks one of the ``required`` columns.
     """
     try:

@@ -9,7 +9,7 @@ are separate processes started in a temporary folder with ``PYTHONPATH`` removed
 their environment, so neither the working directory nor the path can stand in for a
 package that is not installed.
 
-A worker that cannot unpickle a task (``comparisons.runner.execute_run``) drops its
+A worker that cannot unpickle a task (``comparisons.execution.execute_run``) drops its
 connection and the ``dask worker`` command exits, so ``run_suite`` would wait forever: the
 suite runs under a watchdog that fails the test, with the cluster's logs, instead.
 
@@ -35,7 +35,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="the Dask cluster test needs distributed (pip install distributed)")
 
-from comparisons.runner import RESULTS_FILE, RUNS_DIR, TUNING_FILE, run_suite  # noqa: E402
+from comparisons.runner import run_suite  # noqa: E402
+from comparisons.storage import RESULTS_FILE, RUNS_DIR, TUNING_FILE  # noqa: E402
 from comparisons.suites import Suite, TaskSpec  # noqa: E402
 from nevergrad_zonp.tasks.equalization import equalization_task  # noqa: E402
 

@@ -4,13 +4,17 @@ import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from comparisons import runner
+from comparisons import dispatch, execution, storage
+from comparisons.dispatch import Runs
+from comparisons.execution import MACHINE_COLUMNS, RunSpec, execute_run
 from comparisons.report import write_report
-from comparisons.runner import MACHINE_COLUMNS, RunSpec, choose_step, execute_run, extend_grid, run_suite, step_score
+from comparisons.runner import run_suite
+from comparisons.tuning import choose_step, extend_grid, step_score
 from comparisons.suites import Suite, TaskSpec, paper_suite, quick_suite, standard_suite
 from nevergrad_zonp.tasks.images import digits_task
 
@@ -40,13 +44,13 @@ def _algorithmic(row):
 def executed_runs(monkeypatch) -> list:
     """The specs that ``run_suite`` executes from now on (stored runs it reuses are not in it)."""
     executed = []
-    real = runner.execute_run
+    real = dispatch.execute_run
 
     def counting(spec):
         executed.append(spec)
         return real(spec)
 
-    monkeypatch.setattr(runner, "execute_run", counting)
+    monkeypatch.setattr(dispatch, "execute_run", counting)
     return executed
 
 
@@ -229,7 +233,7 @@ def test_a_seeds_pretrained_model_is_stored_once_and_gives_the_same_run(tmp_path
                     metric="ser", maximize=False, pretrain_epochs=2)
     trained = []
     real = base.pretrain
-    monkeypatch.setattr(runner, "pretrain", lambda *args, **kwargs: trained.append(1) or real(*args, **kwargs))
+    monkeypatch.setattr(execution, "pretrain", lambda *args, **kwargs: trained.append(1) or real(*args, **kwargs))
     uncached = execute_run(RunSpec(task, "ZOI", 0, 0.01, 300, 2, "final"))
     cache = str(tmp_path / "pretrained")
     first = execute_run(RunSpec(task, "ZOI", 0, 0.01, 300, 2, "final", pretrained_cache=cache))
@@ -297,13 +301,13 @@ def test_a_stored_learned_run_is_reused_only_with_the_weights_it_was_made_with(m
     suite = standard_suite().restricted_to(["equalization"], ["ZOL2L"])
     spec = RunSpec(task=suite.tasks[0], method="ZOL2L", seed=0, step_size=0.03, budget=30_000, checkpoints=10,
                    phase="final")
-    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
     stored = json.loads((folder / f"{spec.key}.json").read_text())
-    assert runner._same_run(stored, spec)  # made with the shipped weights
+    assert storage.same_run(stored, spec)  # made with the shipped weights
     retrained = dataclasses.replace(methods.METHODS["ZOL2L"], fingerprint=lambda: {"weights_sha256": "0" * 16})
     monkeypatch.setitem(methods.METHODS, "ZOL2L", retrained)
-    monkeypatch.setitem(runner.METHODS, "ZOL2L", retrained)
-    assert not runner._same_run(stored, spec)
+    monkeypatch.setitem(storage.METHODS, "ZOL2L", retrained)
+    assert not storage.same_run(stored, spec)
 
 
 @pytest.mark.parametrize("method", ["ZONP", "ZOI", "ZOco"])
@@ -311,21 +315,21 @@ def test_a_stored_run_is_reused_only_with_the_direction_stream_it_was_drawn_with
     suite = standard_suite().restricted_to(["equalization"], [method])
     task = suite.tasks[0]
     assert task.zo_settings["direction_stream"] == "legacy"  # the reported runs' stream, pinned
-    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
     tuning = json.loads((folder.parent / "tuning.json").read_text())["equalization"][method]
     spec = RunSpec(task=task, method=method, seed=0, step_size=tuning["chosen"], budget=30_000, checkpoints=10,
                    phase="final")
     stored = json.loads((folder / f"{spec.key}.json").read_text())
     assert "direction_stream" not in stored["settings"]  # made before the setting: legacy
-    assert runner._same_run(stored, spec)
+    assert storage.same_run(stored, spec)
     on_default = dataclasses.replace(
         spec, task=dataclasses.replace(task, zo_settings={k: v for k, v in task.zo_settings.items() if k != "direction_stream"})
     )
     # ZO-co draws coordinates, not Gaussians: the same run on either stream
-    assert runner._same_run(stored, on_default) == (method == "ZOco")
+    assert storage.same_run(stored, on_default) == (method == "ZOco")
     redrawn = dict(stored, settings=dict(stored["settings"], direction_stream="torch"))  # as a run on the default records it
-    assert runner._same_run(redrawn, on_default)
-    assert runner._same_run(redrawn, spec) == (method == "ZOco")
+    assert storage.same_run(redrawn, on_default)
+    assert storage.same_run(redrawn, spec) == (method == "ZOco")
 
 
 def test_runs_are_submitted_longest_first_by_the_times_seen_for_their_task_and_method(tmp_path):
@@ -344,8 +348,8 @@ def test_runs_are_submitted_longest_first_by_the_times_seen_for_their_task_and_m
     task = TINY.tasks[0]
     specs = [RunSpec(task, method, seed, 0.01, 100, 2, "final") for method in ("ZOI", "ZONP", "SNES") for seed in (0, 1)]
     executor = Recording()
-    runs = runner._Runs(tmp_path, executor, None, None)
-    (tmp_path / runner.RUNS_DIR).mkdir()
+    runs = Runs(tmp_path, executor, None, None)
+    (tmp_path / storage.RUNS_DIR).mkdir()
     runs.run(specs[:3])  # nothing seen yet: the given order
     assert executor.order == [("ZOI", 0), ("ZOI", 1), ("ZONP", 0)]
     executor.order.clear()
@@ -364,12 +368,12 @@ def test_the_update_rule_suite_reuses_the_standard_suites_adam_runs_and_runs_nat
     assert suite.methods == ("ZONP", "ZOI", "ZONPSGD", "ZOSGD")
     assert (suite.tuning_seeds, suite.step_ranges) == (standard.tuning_seeds, standard.step_ranges)
     assert suite.seeds == (0, 1, 2, 3, 4)
-    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
     for task in suite.tasks:
         for method, step in (("ZONP", 0.0173), ("ZOI", 0.0173 if task.name == "copying" else 0.003)):
             spec = RunSpec(task=task, method=method, seed=0, step_size=step, budget=task.budget or suite.budget,
                            checkpoints=suite.checkpoints, phase="final")
-            assert runner._same_run(json.loads((folder / f"{spec.key}.json").read_text()), spec), spec.key
+            assert storage.same_run(json.loads((folder / f"{spec.key}.json").read_text()), spec), spec.key
     optimizer = METHODS["ZONPSGD"].build(10, 0.003, 50)(parametrization=50, budget=100)
     assert (optimizer._config.sampler, optimizer._config.update, optimizer._config.lr) == ("natural", "sgd", 0.003)
 
@@ -439,20 +443,20 @@ def test_a_stored_run_made_before_a_default_changed_is_not_reused():
     suite = standard_suite().restricted_to(["equalization"], ["ZONP"])
     spec = RunSpec(task=suite.tasks[0], method="ZONP", seed=0, step_size=0.0173, budget=30_000, checkpoints=10,
                    phase="final")
-    folder = runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
     stored = json.loads((folder / f"{spec.key}.json").read_text())
-    assert runner._same_run(stored, spec)
+    assert storage.same_run(stored, spec)
     config = stored["settings"]["optimizer_settings"]["config"]
     older = dict(stored, settings=dict(stored["settings"], optimizer_settings={
         **stored["settings"]["optimizer_settings"], "config": {**config, "rho": 0.2}}))  # made when rho's default was 0.2
-    assert not runner._same_run(older, spec)
+    assert not storage.same_run(older, spec)
     unrecorded = dict(stored, settings={k: v for k, v in stored["settings"].items() if k != "optimizer_settings"})
-    assert not runner._same_run(unrecorded, spec)  # nothing says which defaults it was made with
+    assert not storage.same_run(unrecorded, spec)  # nothing says which defaults it was made with
 
 
 def test_the_quick_suite_runs_the_standard_suites_equalization_chip_with_its_tuned_step_sizes():
     quick, standard = quick_suite(), standard_suite()
-    tuned = json.loads((runner.Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard"
+    tuned = json.loads((Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard"
                         / "tuning.json").read_text())["equalization"]
     (task,) = quick.tasks
     assert {name: quick.fixed_step(task, name) for name in quick.methods} == {name: tuned[name]["chosen"] for name in quick.methods}

@@ -18,6 +18,7 @@ two busy cores).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -39,11 +40,15 @@ import torch
 import torch.nn.functional as F
 
 from comparisons import report as report_module
-from comparisons import runner
+from comparisons import dispatch, execution, runner
+from comparisons.dispatch import FailedRuns, SuiteInterrupted
+from comparisons.execution import MACHINE_COLUMNS, RunSpec, execute_run
 from comparisons.report import ReportError, ReportWarning, write_report
-from comparisons.runner import FailedRuns, RunSpec, SuiteInterrupted, execute_run, run_suite, write_atomic
+from comparisons.runner import run_suite
+from comparisons.storage import write_atomic
 from comparisons.suites import Suite, TaskSpec
-from nevergrad_zonp.tasks.base import Task, accuracy
+from nevergrad_zonp.losses import accuracy
+from nevergrad_zonp.tasks.base import Task
 
 TESTS = Path(__file__).resolve().parent
 REPOSITORY = TESTS.parent
@@ -99,13 +104,13 @@ def slow_suite(faults: Path) -> Suite:
 def executed_runs(monkeypatch) -> list:
     """The specs ``run_suite`` executes from now on (in this process: the one-thread executor)."""
     executed = []
-    real = runner.execute_run
+    real = dispatch.execute_run
 
     def counting(spec):
         executed.append(spec)
         return real(spec)
 
-    monkeypatch.setattr(runner, "execute_run", counting)
+    monkeypatch.setattr(dispatch, "execute_run", counting)
     return executed
 
 
@@ -225,14 +230,14 @@ def test_two_suites_merging_different_methods_into_one_folder_keep_both(stored, 
     folder = tmp_path / "shared"
     shutil.copytree(source / "runs", folder / "runs")  # no run is executed: only the merges
     barrier = threading.Barrier(2, timeout=60)
-    real_lock = runner._merge_lock
+    real_lock = runner.merge_lock
 
     def merge_lock(path):
         barrier.wait()
-        return real_lock(path) if locked else runner.contextlib.nullcontext()
+        return real_lock(path) if locked else contextlib.nullcontext()
 
-    monkeypatch.setattr(runner, "_merge_lock", merge_lock)
-    for name in ("_merged_settings", "_merged_tuning", "_merged_table"):
+    monkeypatch.setattr(runner, "merge_lock", merge_lock)
+    for name in ("merged_settings", "merged_tuning", "merged_table"):
         real = getattr(runner, name)
         monkeypatch.setattr(runner, name, lambda *args, _real=real: (_real(*args), time.sleep(0.2))[0])
     errors = []
@@ -257,8 +262,8 @@ def test_two_suites_merging_different_methods_into_one_folder_keep_both(stored, 
     }
     if locked:
         assert all(found == {"ZOI", "ZOco"} for found in methods.values()), methods
-        merged = pd.read_csv(folder / "results.csv").drop(columns=list(runner.MACHINE_COLUMNS))
-        expected = pd.read_csv(source / "results.csv").drop(columns=list(runner.MACHINE_COLUMNS))
+        merged = pd.read_csv(folder / "results.csv").drop(columns=list(MACHINE_COLUMNS))
+        expected = pd.read_csv(source / "results.csv").drop(columns=list(MACHINE_COLUMNS))
         key = ["optimizer_name", "phase", "seed", "step_size"]
         pd.testing.assert_frame_equal(
             merged.sort_values(key).reset_index(drop=True), expected.sort_values(key).reset_index(drop=True)
@@ -353,7 +358,7 @@ def test_a_report_without_reported_runs_says_so(stored, tmp_path, no_plots):
 # ----- file modes ----------------------------------------------------------------------------
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_files_honour_the_umask(tmp_path, monkeypatch, umask, mode):
-    monkeypatch.setattr(runner, "pretrain", lambda *args, **kwargs: None)  # (the file is what is checked)
+    monkeypatch.setattr(execution, "pretrain", lambda *args, **kwargs: None)  # (the file is what is checked)
     previous = os.umask(umask)
     try:
         write_atomic(tmp_path / "file.json", "{}")
@@ -378,7 +383,7 @@ def _ignores_sigint(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal masks in /proc")
 def test_worker_processes_ignore_sigint_and_an_interrupt_terminates_them_at_once():
     """The pool of ``--workers N``: Ctrl-C to the process group leaves the workers to the main process, which ends them."""
-    pool = runner._process_pool(2)
+    pool = dispatch.process_pool(2)
     futures = [pool.submit(time.sleep, 60) for _ in range(4)]  # two running, the others queued
     processes = list(pool._processes.values())
     deadline = time.monotonic() + 60
@@ -391,7 +396,7 @@ def test_worker_processes_ignore_sigint_and_an_interrupt_terminates_them_at_once
     time.sleep(0.3)
     assert all(process.is_alive() for process in processes)
     began = time.monotonic()
-    runner._stop_now(pool)
+    dispatch.stop_now(pool)
     assert time.monotonic() - began < 3 and not any(process.is_alive() for process in processes)
     assert futures[-1].cancelled()
 
