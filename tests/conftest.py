@@ -11,3 +11,27 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def executed_runs(monkeypatch):
+    """Call it to count the specs the harness executes from then on (stored runs it reuses are not counted).
+
+    Returns the list the specs are appended to; runs in worker processes are not seen (the
+    one-thread executor runs them in this process).
+    """
+
+    def start() -> list:
+        from comparisons import dispatch
+
+        executed = []
+        real = dispatch.execute_run
+
+        def counting(spec):
+            executed.append(spec)
+            return real(spec)
+
+        monkeypatch.setattr(dispatch, "execute_run", counting)
+        return executed
+
+    return start

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from comparisons import dispatch, execution, storage
+from comparisons import execution, storage
 from comparisons.dispatch import Runs
 from comparisons.execution import MACHINE_COLUMNS, RunSpec, execute_run
 from comparisons.report import write_report
@@ -39,19 +39,6 @@ OUR_COLUMNS = ["task", "phase", "queries", "fisher_queries", "sample_forwards", 
 def _algorithmic(row):
     """``row`` without the columns that measure the machine (wall time, memory)."""
     return {key: value for key, value in row.items() if key not in MACHINE_COLUMNS}
-
-
-def executed_runs(monkeypatch) -> list:
-    """The specs that ``run_suite`` executes from now on (stored runs it reuses are not in it)."""
-    executed = []
-    real = dispatch.execute_run
-
-    def counting(spec):
-        executed.append(spec)
-        return real(spec)
-
-    monkeypatch.setattr(dispatch, "execute_run", counting)
-    return executed
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +106,14 @@ def test_report_has_a_table_with_formatted_numbers_p_values_and_plots(tiny_resul
     assert "(digits_curves.png)" in report and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_interrupted_suite_resumes_without_redoing_completed_runs(tiny_results, tmp_path, monkeypatch):
+def test_an_interrupted_suite_resumes_without_redoing_completed_runs(tiny_results, tmp_path, monkeypatch, executed_runs):
     source, _ = tiny_results
     folder = tmp_path / "resumed"
     shutil.copytree(source / "runs", folder / "runs")
     (lost,) = (folder / "runs").glob("digits_ZOI_seed1_step*.json")  # the reported run of seed 1
     lost.unlink()
     kept = {path: path.stat().st_mtime_ns for path in (folder / "runs").iterdir()}
-    executed = executed_runs(monkeypatch)
+    executed = executed_runs()
     results = run_suite(TINY, folder)
     assert [spec.key for spec in executed] == [lost.stem] and lost.exists()
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
@@ -199,13 +186,13 @@ def test_a_suite_restricted_to_some_tasks_keeps_its_protocol_and_refuses_unknown
         paper.restricted_to(methods=["NES"])
 
 
-def test_stored_runs_with_other_task_settings_are_rerun_for_the_methods_they_change(tiny_results, tmp_path, monkeypatch):
+def test_stored_runs_with_other_task_settings_are_rerun_for_the_methods_they_change(tiny_results, tmp_path, monkeypatch, executed_runs):
     """A run file is named by task, method, seed, step and budget; its task settings are checked on resume."""
     source, _ = tiny_results
     folder = tmp_path / "changed"
     shutil.copytree(source / "runs", folder / "runs")
     task = dataclasses.replace(TINY.tasks[0], zo_settings={"fisher_period": 7})  # read only by ZONP's Fisher
-    executed = executed_runs(monkeypatch)
+    executed = executed_runs()
     run_suite(dataclasses.replace(TINY, tasks=(task,)), folder)
     assert executed and {spec.method for spec in executed} == {"ZONP"}
 
@@ -467,13 +454,13 @@ def test_the_quick_suite_runs_the_standard_suites_equalization_chip_with_its_tun
     assert (task.budget, quick.budget, standard.budget) == (None, 15_000, 30_000)
 
 
-def test_fixed_step_sizes_skip_tuning_and_the_report_states_their_rule_and_the_seed_groups(tmp_path, monkeypatch):
+def test_fixed_step_sizes_skip_tuning_and_the_report_states_their_rule_and_the_seed_groups(tmp_path, monkeypatch, executed_runs):
     import dataclasses as dc
 
     suite = dc.replace(TINY, name="fixed", methods=("ZOI",), seeds=(0, 1, 2), fixed_steps={"digits": {"ZOI": 0.02}},
                        steps_rule="chosen by hand for this test.", seed_groups={"the first two": (0, 1)}, budget=200)
     assert suite.num_runs == 3
-    executed = executed_runs(monkeypatch)
+    executed = executed_runs()
     results = run_suite(suite, tmp_path)
     assert [spec.phase for spec in executed] == ["final"] * 3 and set(results.step_size) == {0.02}
     report = write_report(tmp_path).read_text()

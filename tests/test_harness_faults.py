@@ -101,19 +101,6 @@ def slow_suite(faults: Path) -> Suite:
                       steps_rule="fixed for the test.")
 
 
-def executed_runs(monkeypatch) -> list:
-    """The specs ``run_suite`` executes from now on (in this process: the one-thread executor)."""
-    executed = []
-    real = dispatch.execute_run
-
-    def counting(spec):
-        executed.append(spec)
-        return real(spec)
-
-    monkeypatch.setattr(dispatch, "execute_run", counting)
-    return executed
-
-
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     """A folder with every run of :func:`tiny_suite` stored, and its tables."""
@@ -138,7 +125,7 @@ def copy_of(stored, tmp_path: Path) -> Path:
 
 
 # ----- a run that raises ---------------------------------------------------------------------
-def test_a_run_that_raises_is_recorded_with_its_traceback_the_others_are_kept_and_it_is_retried(tmp_path, monkeypatch):
+def test_a_run_that_raises_is_recorded_with_its_traceback_the_others_are_kept_and_it_is_retried(tmp_path, monkeypatch, executed_runs):
     faults = tmp_path / "faults"
     faults.mkdir()
     (faults / "fail_1").touch()  # a reported seed: both methods' runs of seed 1 raise
@@ -167,7 +154,7 @@ def test_a_run_that_raises_is_recorded_with_its_traceback_the_others_are_kept_an
     # the next call retries the failed runs and redoes no stored one; their failures are forgotten once they succeed
     (faults / "fail_1").unlink()
     (faults / "fail_101").unlink()
-    executed = executed_runs(monkeypatch)
+    executed = executed_runs()
     results = run_suite(suite, out)
     keys = {spec.key for spec in executed}
     assert {key for key in failed if "seed101_" in key} <= keys and not keys & set(stored_runs)
@@ -205,11 +192,11 @@ def test_the_run_command_names_the_failed_runs_and_exits_non_zero(tmp_path, monk
      (b'{"key": "x", "rows": []}', "no 'row'")],
     ids=["truncated", "empty", "list", "other-keys"],
 )
-def test_a_corrupt_run_file_is_named_moved_aside_and_redone(stored, tmp_path, monkeypatch, content, reason):
+def test_a_corrupt_run_file_is_named_moved_aside_and_redone(stored, tmp_path, monkeypatch, content, reason, executed_runs):
     folder = copy_of(stored, tmp_path)
     (broken,) = (folder / "runs").glob("tiny_ZOI_seed0_step*.json")  # a reported run
     broken.write_bytes(content)
-    executed = executed_runs(monkeypatch)
+    executed = executed_runs()
     with pytest.warns(RuntimeWarning, match=rf"run file {re.escape(str(broken))} is unreadable \({reason}.*moved to .*corrupt"):
         run_suite(stored[1], folder)
     assert [spec.key for spec in executed] == [broken.stem]
@@ -518,7 +505,7 @@ def _group_is_gone(group: int, seconds: float) -> bool:
     return False
 
 
-def test_an_interrupted_suite_keeps_its_finished_runs_and_exits_within_seconds(tmp_path, monkeypatch, no_plots):
+def test_an_interrupted_suite_keeps_its_finished_runs_and_exits_within_seconds(tmp_path, monkeypatch, no_plots, executed_runs):
     """SIGINT twice to the main process alone, and Ctrl-C to the process group (both commands start at once).
 
     The hanging run is in the thread of ``--workers 1``, the case where nothing can stop it:
@@ -556,6 +543,6 @@ def test_an_interrupted_suite_keeps_its_finished_runs_and_exits_within_seconds(t
     command = commands["Ctrl-C to the process group"]
     (command.faults / "slow_2").unlink()
     monkeypatch.setitem(suites.SUITES, "faults", lambda: slow_suite(command.faults))
-    executed = executed_runs(monkeypatch)
+    executed = executed_runs()
     cli.main(shlex.split(line.split("resume with: python -m comparisons ")[1]))
     assert [spec.seed for spec in executed] == [2, 3, 4, 5]
