@@ -23,7 +23,7 @@ from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
 from .optimizers.iterations import check_oracle_start, population_size
-from .optimizers.settings import check_integer
+from ._checks import check_integer
 from .oracle import OutputOracle
 
 BatchObjective = tp.Callable[[tp.List[tp.Any]], tp.Sequence[float]]

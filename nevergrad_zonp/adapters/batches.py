@@ -18,12 +18,13 @@ exist only when read, so each batch is checked as it is read.
 from __future__ import annotations
 
 import collections
-import numbers
 import threading
 import typing as tp
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+
+from .._checks import check_integer
 
 Batch = tp.Tuple[tp.Any, torch.Tensor]
 _LOADER_CACHE = 64
@@ -48,8 +49,8 @@ class MiniBatches:
 
     def __init__(self, data: tp.Any, batch_size: tp.Optional[int] = 100, seed: int = 0) -> None:
         if batch_size is not None:
-            check_integer("batch_size", batch_size, 1)
-        self.seed = check_integer("seed", seed, 0)
+            check_integer("batch_size", batch_size, 1, whole=True)
+        self.seed = check_integer("seed", seed, 0, whole=True)
         #: The whole data as ``(inputs, targets)`` when it is held in tensors (checked at
         #: construction), else ``None`` (a Dataset or DataLoader, checked batch by batch).
         self.tensors: tp.Optional[tp.Tuple[tp.Any, torch.Tensor]] = None
@@ -166,13 +167,6 @@ class MiniBatches:
             if len(self._cache) > _LOADER_CACHE:
                 self._cache.popitem(last=False)
         return self._cache[key]
-
-
-def check_integer(name: str, value: tp.Any, minimum: int) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool, not a float) ``>= minimum``, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def describe_rows(rows: tp.Any, total: int, what: str) -> str:

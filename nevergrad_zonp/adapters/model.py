@@ -31,7 +31,7 @@ from torch import nn
 
 from ..losses import Loss, Metric
 from ..optimizers.resources import available_memory_bytes
-from .batches import check_integer
+from .._checks import check_integer
 from .hardware import HardwareAdapter
 
 
@@ -82,7 +82,7 @@ class ModelAdapter(HardwareAdapter):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.settings_per_call = check_integer("settings_per_call", settings_per_call, 1)
+        self.settings_per_call = check_integer("settings_per_call", settings_per_call, 1, whole=True)
         named = dict(model.named_parameters())
         if isinstance(parameters, str):
             raise TypeError(f"parameters must be a sequence of names, got the string {parameters!r} (use [{parameters!r}])")

@@ -37,7 +37,7 @@ import torch
 from nevergrad.optimization import base
 
 from ..optimizers.registration import register
-from ..optimizers.settings import check_choice, check_fraction, check_integer, check_positive
+from .._checks import check_choice, check_fraction, check_integer, check_positive
 from ..optimizers.zeroth_order import BLOCK_SELECTIONS, ZerothOrder, _ZerothOrder
 from .rnn import SHIPPED_WEIGHTS, load_weights, query_std, weights_path
 

@@ -21,7 +21,8 @@ from nevergrad.optimization import base
 from nevergrad.optimization.optimizerlib import ParametrizedCMA, _CMA
 
 from .iterations import CLIPPED_LOSS, IterationRequest, plain_array_origin
-from .settings import CheckedOptimizer, check_choice, check_flag, check_integer, check_positive
+from .._checks import check_choice, check_flag, check_integer, check_positive
+from .settings import CheckedOptimizer
 
 RECOMMENDATIONS = ("mean", "best")
 

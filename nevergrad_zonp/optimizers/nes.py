@@ -45,7 +45,8 @@ from nevergrad_zonp.optimizers.iterations import (
 )
 from nevergrad_zonp.optimizers.registration import register
 from nevergrad_zonp.optimizers.resources import archive_pruning, available_memory_bytes, single_threaded_blas
-from nevergrad_zonp.optimizers.settings import CheckedOptimizer, check_choice, check_flag, check_integer, check_positive
+from nevergrad_zonp._checks import check_choice, check_flag, check_integer, check_positive
+from nevergrad_zonp.optimizers.settings import CheckedOptimizer
 
 Covariance = tp.Literal["separable", "full"]
 

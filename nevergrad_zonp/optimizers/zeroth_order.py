@@ -62,7 +62,8 @@ from .iterations import (
 )
 from .resources import archive_pruning, single_threaded_blas
 from .samplers import STORAGE_DTYPES, CoordinateSampler, IsotropicSampler, NaturalSampler
-from .settings import CheckedOptimizer, check_choice, check_flag, check_fraction, check_integer, check_positive
+from .._checks import check_choice, check_flag, check_fraction, check_integer, check_positive
+from .settings import CheckedOptimizer
 
 SAMPLERS = ("natural", "isotropic", "coordinate")
 FISHER_REFRESHES = ("auto", "per_block", "sampled", "least_recent")
