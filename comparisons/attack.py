@@ -133,8 +133,8 @@ def estimator_quality(
             return
         theta = opt._origin + opt._x  # the iterate after this step, where the next estimate is formed
         exact = problem.gradient(theta)
-        std = opt.query_std(0)
-        step = opt._learned.mu / math.sqrt(problem.dimension)
+        std = opt.sampler.query_std(0)
+        step = opt._parts.mu / math.sqrt(problem.dimension)
         base_loss = float(problem.losses(torch.from_numpy(theta)[None]).detach()[0])
         row = {"image": image, "iteration": state["iterations"]}
         for name, scale in (("query", std), ("isotropic", np.ones_like(std))):

@@ -51,7 +51,7 @@ def measure(
     if fill and sampler == "natural":
         for block in range(len(bounds) - 1):
             n = int(bounds[block + 1] - bounds[block])
-            opt._sampler.update(block, np.eye(n) + np.full((n, n), 1.0 / n))
+            opt.sampler.update(block, np.eye(n) + np.full((n, n), 1.0 / n))
     start = time.perf_counter()
     # The largest iteration of any ZO method: the first block perturbed, every later layer batched.
     first = int(bounds[1])
@@ -61,7 +61,7 @@ def measure(
         opt.tell_iteration(request, adapter.block_losses(request.theta, request.start, request.deltas, request.key))
     if sampler == "natural":  # and a refresh: by default the largest, the first block's
         block = refresh_block % (len(bounds) - 1)
-        opt._refresh_fisher(block, int(bounds[block]), int(bounds[block + 1]), 1)
+        opt.refresh_fisher(block, 1)
     return {
         "size": size,
         "method": "ZONP" if sampler == "natural" else "ZOI",
@@ -69,8 +69,8 @@ def measure(
         "storage": storage,
         "parameters": adapter.dimension,
         "blocks": len(bounds) - 1,
-        "stored_factors": len(getattr(opt._sampler, "factors", {})),
-        "stored_gib": sum(a.nbytes for a in getattr(opt._sampler, "factors", {}).values()) / 2**30,
+        "stored_factors": len(getattr(opt.sampler, "factors", {})),
+        "stored_gib": sum(a.nbytes for a in getattr(opt.sampler, "factors", {}).values()) / 2**30,
         "queries": adapter.queries,
         "seconds": time.perf_counter() - start,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -117,14 +117,14 @@ def breakdown(size: str, q: int, rank: int | None, settings_per_call: int) -> di
     )
     zonp.attach(adapter)
     bounds = zonp.block_bounds
-    zonp._refresh_fisher(0, int(bounds[0]), int(bounds[1]), 1)
-    zonp._sampler.factors.clear()
+    zonp.refresh_fisher(0, 1)
+    zonp.sampler.factors.clear()
     steps.append((f"Fisher refresh of block 0 ({int(bounds[1] - bounds[0]) + 1} settings)", peak(), resident()))
     for block in range(len(bounds) - 1):
         n = int(bounds[block + 1] - bounds[block])
-        zonp._sampler.update(block, np.eye(n) + np.full((n, n), 1.0 / n))
+        zonp.sampler.update(block, np.eye(n) + np.full((n, n), 1.0 / n))
     steps.append((f"all {len(bounds) - 1} blocks' Fisher stored", peak(), resident()))
-    stored = sum(array.nbytes for array in zonp._sampler.factors.values()) / 2**30
+    stored = sum(array.nbytes for array in zonp.sampler.factors.values()) / 2**30
     return {"size": size, "parameters": adapter.dimension, "q": q, "rank": rank, "settings_per_call": settings_per_call,
             "stored_gib": stored, "steps": steps}
 

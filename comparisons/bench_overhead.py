@@ -131,8 +131,8 @@ def _factor_on_every_block(optimizer: tp.Any) -> None:
     largest = int(np.argmax(np.diff(bounds)))
     blocks = range(optimizer.num_blocks) if optimizer.num_blocks <= REAL_ESTIMATES_UP_TO else [largest]
     for block in blocks:
-        optimizer._refresh_fisher(block, int(bounds[block]), int(bounds[block + 1]), 0)
-    sampler = optimizer._sampler
+        optimizer.refresh_fisher(block, 0)
+    sampler = optimizer.sampler
     if len(blocks) < optimizer.num_blocks:
         factor = sampler.factors[largest].astype(np.float64)  # L L^T = F~ + rho I, the normalised estimate plus damping
         estimate = factor @ factor.T - sampler.damping * np.eye(len(factor))

@@ -75,11 +75,11 @@ def alignment(spec: tp.Any, task: tp.Any, adapter: tp.Any, theta: np.ndarray, sa
     gradient = _gradient(adapter, task.loss, theta, key)
     bounds = optimizer.block_bounds
     rng = np.random.RandomState(seed)
-    sampler = optimizer._sampler
+    sampler = optimizer.sampler
     result = []
     for block in range(len(bounds) - 1):
         start, stop = int(bounds[block]), int(bounds[block + 1])
-        if not optimizer._refresh_fisher(block, start, stop, key):
+        if not optimizer.refresh_fisher(block, key):
             result.append((float("nan"), float("nan")))
             continue
         size = stop - start

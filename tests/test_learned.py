@@ -101,7 +101,7 @@ def test_shipped_weights_load_and_say_how_they_were_made(name, family):
     assert update.inputs == 1 and query.inputs == 2
     assert DEFAULT_WEIGHTS == SHIPPED_WEIGHTS["generic"]
     optimizer = LearnedZO(weights=name)(parametrization=3, budget=50)
-    assert optimizer.weights_metadata["family"] == family
+    assert optimizer.update_rule.weights_metadata["family"] == family
 
 
 def test_a_step_is_the_update_rnn_applied_to_the_unbiased_estimate(fresh_weights):
@@ -129,8 +129,8 @@ def test_query_rnn_directions_are_used_with_their_probability(fresh_weights, pro
     for _ in range(6):
         request = optimizer.ask_iteration()
         optimizer.tell_iteration(request, np.sum((request.theta[None] + request.deltas - 0.3) ** 2, axis=1))
-    assert optimizer.num_learned_queries == (6 if probability else 0)
-    std = optimizer.query_std(0)
+    assert optimizer.sampler.num_learned_queries == (6 if probability else 0)
+    std = optimizer.sampler.query_std(0)
     assert np.mean(std**2) == pytest.approx(1.0) and np.ptp(std) > 0.05  # a diagonal, not isotropic
 
 
@@ -149,7 +149,7 @@ def test_the_query_rnn_steps_once_per_learned_update_also_when_iterations_are_as
             optimizer.tell(candidate, loss(candidate.value))
         asked = [optimizer.ask() for _ in range(4 * ahead)]  # `ahead` iterations, none told yet
         assert len({c.value.tobytes() for c in asked}) == 1 + 3 * ahead  # `ahead` iterations from one point
-        state = optimizer._query_state[0].clone()
+        state = optimizer.sampler.state[0].clone()
         for candidate in asked:
             optimizer.tell(candidate, loss(candidate.value))
         return state, optimizer
@@ -160,15 +160,15 @@ def test_the_query_rnn_steps_once_per_learned_update_also_when_iterations_are_as
     # (before, three steps on the same input), and all of them used the QueryRNN's output
     assert bool(state_one.abs().max() > 0)
     torch.testing.assert_close(state_ahead, state_one, rtol=0, atol=0)
-    assert ahead.num_learned_queries == 4 and ahead.num_steps == 2  # the iterations asked ahead but one were dropped
+    assert ahead.sampler.num_learned_queries == 4 and ahead.num_steps == 2  # the iterations asked ahead but one were dropped
     # the next iteration, after the update, reads the new history: a second step
     candidate = ahead.ask()
-    assert not torch.equal(ahead._query_state[0], state_ahead)
+    assert not torch.equal(ahead.sampler.state[0], state_ahead)
     ahead.tell(candidate, loss(candidate.value))
     # dump/load keeps the bookkeeping
     ahead.dump(tmp_path / "l2l.pkl")
     loaded = type(ahead).load(tmp_path / "l2l.pkl")
-    torch.testing.assert_close(loaded._query_outputs[0], ahead._query_outputs[0], rtol=0, atol=0)
+    torch.testing.assert_close(loaded.sampler.history.outputs[0], ahead.sampler.history.outputs[0], rtol=0, atol=0)
 
 
 def test_query_std_is_what_the_next_iteration_uses_and_a_recovery_reads_afresh(fresh_weights):
@@ -182,24 +182,24 @@ def test_query_std_is_what_the_next_iteration_uses_and_a_recovery_reads_afresh(f
     # an iteration whose queries all fail: no update, so the block's QueryRNN output is kept
     request = optimizer.ask_iteration()
     optimizer.tell_iteration(request, np.r_[loss(request.theta[None])[:1], np.full(3, np.nan)])
-    announced = optimizer.query_std(0)
-    state = optimizer._query_state[0].clone()
+    announced = optimizer.sampler.query_std(0)
+    state = optimizer.sampler.state[0].clone()
     request = optimizer.ask_iteration()
     np.testing.assert_array_equal(request.deltas[1:] / (1e-3 / 2), optimizer._iterations[request.index].directions)
-    torch.testing.assert_close(optimizer._query_state[0], state, rtol=0, atol=0)  # not stepped again
-    np.testing.assert_allclose(announced, query_std(optimizer._query_outputs[0]).numpy(), rtol=0, atol=0)
+    torch.testing.assert_close(optimizer.sampler.state[0], state, rtol=0, atol=0)  # not stepped again
+    np.testing.assert_allclose(announced, query_std(optimizer.sampler.history.outputs[0]).numpy(), rtol=0, atol=0)
     optimizer.tell_iteration(request, loss(request.theta[None] + request.deltas))  # a step: the next read is new
-    assert 0 not in optimizer._query_outputs
+    assert 0 not in optimizer.sampler.history.outputs
     # a non-finite base loss sends the iterate back and resets the block stepped since: its next read starts from zeros
     request = optimizer.ask_iteration()
-    assert 0 in optimizer._query_outputs
+    assert 0 in optimizer.sampler.history.outputs
     optimizer.tell_iteration(request, np.full(request.size, np.nan))
-    assert optimizer.num_recoveries == 1 and 0 not in optimizer._query_outputs
+    assert optimizer.num_recoveries == 1 and 0 not in optimizer.sampler.history.outputs
     optimizer.ask_iteration()
     update, query, _ = load_weights(fresh_weights)
     with torch.no_grad():
         _, (hidden, _) = query(torch.zeros(4, 2, dtype=torch.float64), query.initial_state(4))
-    torch.testing.assert_close(optimizer._query_state[0], hidden, rtol=0, atol=0)
+    torch.testing.assert_close(optimizer.sampler.state[0], hidden, rtol=0, atol=0)
 
 
 def test_the_learned_optimizer_on_a_model_adapter_and_minimize_vectorized():

@@ -74,7 +74,7 @@ def test_the_zo_family_ends_below_its_start_on_a_mixed_sweep_and_finds_the_best_
 def test_gaussian_directions_leave_the_discrete_coordinates_to_the_probe(name):
     parametrization = sweep(0)
     optimizer = ng.optimizers.registry[name](parametrization=parametrization, budget=200)
-    mask = optimizer._continuous
+    mask = optimizer._probes.continuous
     assert mask is not None and not mask.all()
     for _ in range(5):
         candidates = [optimizer.ask() for _ in range(optimizer.iteration_size)]
@@ -106,14 +106,14 @@ def test_the_recommendation_is_the_best_base_point_on_a_deterministic_objective_
             assert losses[deterministic] == min(bases)
         else:
             np.testing.assert_allclose(  # (through the parametrization's transforms and back)
-                recommended.get_standardized_data(reference=optimizer.parametrization), optimizer._anchor, rtol=1e-12
+                recommended.get_standardized_data(reference=optimizer.parametrization), optimizer._recovery.anchor, rtol=1e-12
             )
     assert losses[True] <= losses[False]
 
 
 def test_a_plain_array_problem_keeps_dense_gaussian_directions_and_no_probe():
     optimizer = ng.optimizers.registry["ZONP"](parametrization=5, budget=50)
-    assert optimizer._continuous is None and optimizer._probe_reach is None
+    assert optimizer._probes is None
     candidates = [optimizer.ask() for _ in range(optimizer.iteration_size)]
     moves = [candidate.value - candidates[0].value for candidate in candidates[1:]]
     assert all(np.all(move != 0) for move in moves)  # the last one too: no probe

@@ -300,7 +300,7 @@ def test_the_recommendation_sees_the_steps_of_iterations_asked_ahead_of_their_te
     if workers == 1:  # sequential: the budget's last query was the final iterate alone, as before
         np.testing.assert_array_equal(recommendation, last_told)
     else:  # asked ahead: the final iterate was never queried, the anchor lags behind it
-        assert not np.array_equal(recommendation, optimizer._anchor)
+        assert not np.array_equal(recommendation, optimizer._recovery.anchor)
 
 
 @pytest.mark.parametrize("workers", [1, 4])

@@ -79,7 +79,7 @@ def test_normalised_directions_keep_the_covariance_shape():
     n, rho = 40, 0.1
     fisher = random_fisher(n, rank=30, seed=2)
     opt = nevergrad_zonp.ZerothOrder(rho=rho, num_directions=50_000)(parametrization=n, budget=10**6)
-    opt._sampler.update(0, fisher)
+    opt.sampler.update(0, fisher)
     iteration = opt._start_iteration()
     draws = iteration.directions
     np.testing.assert_allclose(np.linalg.norm(draws, axis=1), np.sqrt(n))
@@ -243,7 +243,7 @@ def test_least_recent_refresh_estimates_every_block_once_before_any_twice():
     assert opt.num_blocks_with_fisher == 7
     # refreshes went round the blocks (never-estimated first, then the oldest): the latest
     # refresh of each block is one of the last 7 refresh iterations, each block a different one
-    latest = sorted(opt._last_refresh)
+    latest = sorted(opt.fisher_schedule.last_refresh)
     assert np.all(np.diff(latest) == settings["fisher_period"])
     paper = nevergrad_zonp.ZerothOrder(**settings)(oracle.parametrization, budget=40)
     paper.minimize(oracle)  # 4 refreshes of blocks drawn at random: at most 4 blocks covered
@@ -459,7 +459,7 @@ def test_compact_smoothing_keeps_the_priors_isotropic_share_when_the_rank_covers
         np.testing.assert_allclose(draws.T @ draws, expected, rtol=1e-9, atol=1e-12)
         assert compact.levels[0] == pytest.approx((1 - alpha) ** (step + 1))
     optimizer = nevergrad_zonp.ZerothOrder(fisher_rank=rank, smoothing=alpha)(parametrization=n, budget=50)
-    assert optimizer._sampler.rank == rank  # the combination is accepted
+    assert optimizer.sampler.rank == rank  # the combination is accepted
 
 
 def test_compact_fisher_optimizer_trains_and_its_memory_check_counts_the_basis():
@@ -472,8 +472,8 @@ def test_compact_fisher_optimizer_trains_and_its_memory_check_counts_the_basis()
         with pytest.raises(ValueError, match=next(iter(bad))):
             nevergrad_zonp.ZerothOrder(**bad)
     opt = nevergrad_zonp.ZerothOrder(fisher_rank=5, fisher_storage="float16", num_directions=20)(parametrization=12, budget=10**4)
-    opt._sampler.update(0, random_fisher(12, rank=3, seed=4))
-    assert opt._sampler.factors[0].shape == (12, 5) and opt._sampler.factors[0].dtype == np.float16
+    opt.sampler.update(0, random_fisher(12, rank=3, seed=4))
+    assert opt.sampler.factors[0].shape == (12, 5) and opt.sampler.factors[0].dtype == np.float16
     iteration = opt._start_iteration()
     assert iteration.directions.shape == (20, 12) and np.all(np.isfinite(iteration.directions))
 
@@ -522,7 +522,7 @@ def test_per_block_refresh_estimates_a_block_at_its_first_use_and_every_fisher_p
     )
     opt.attach(oracle)
     blocks, refreshed = [], []
-    start, refresh = opt._start_iteration, opt._refresh_fisher
+    start, refresh = opt._start_iteration, opt.refresh_fisher
 
     def recording_start():
         iteration = start()
@@ -533,7 +533,7 @@ def test_per_block_refresh_estimates_a_block_at_its_first_use_and_every_fisher_p
         refreshed.append((len(blocks), block))  # the iteration being started, not yet appended
         return refresh(block, *args)
 
-    opt._start_iteration, opt._refresh_fisher = recording_start, recording_refresh
+    opt._start_iteration, opt.refresh_fisher = recording_start, recording_refresh
     for _ in range(120):  # asks of 4 queries: 30 iterations, far from the budget
         candidate = opt.ask()
         opt.tell(candidate, oracle(candidate.value))

@@ -6,12 +6,16 @@ Importing :mod:`nevergrad_zonp` registers ``ZOL2L`` and ``ZOL2LNoQuery``.  Meta-
 """
 
 from .optimizer import ZOL2L, LearnedZO, ZOL2LNoQuery
+from .parts import LearnedHistory, QueryRNNSampler, UpdateRNNRule
 from .rnn import DEFAULT_WEIGHTS, SHIPPED_WEIGHTS, CoordinateLSTM, load_weights, query_rnn, save_weights, update_rnn
 
 __all__ = [
     "ZOL2L",
     "ZOL2LNoQuery",
     "LearnedZO",
+    "QueryRNNSampler",
+    "UpdateRNNRule",
+    "LearnedHistory",
     "CoordinateLSTM",
     "DEFAULT_WEIGHTS",
     "SHIPPED_WEIGHTS",

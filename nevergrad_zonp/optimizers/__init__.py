@@ -1,6 +1,7 @@
-"""Optimizers registered in Nevergrad's registry on import.
+"""Optimizers registered in Nevergrad's registry on import, and the ZO loop's parts.
 
-``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` optimizer with three samplers
+``ZONP``, ``ZOI`` and ``ZOco`` are one :class:`ZerothOrder` configuration of the ZO loop
+(:class:`ZerothOrderLoop`, built from :class:`LoopParts`) with three samplers
 (``ZONPPaper`` is ZONP configured as in the paper; ``ZOSGD``, ``ZOSignSGD`` the isotropic
 one with two other update rules);
 ``SNES`` and ``XNES`` are the natural evolution strategy baselines.  :func:`cma_es` builds
@@ -9,6 +10,8 @@ the CMA-ES baselines (explicit ``ParametrizedCMA`` configurations, not registere
 
 from .cma_presets import cma_es
 from .iterations import IterationRequest, population_size
+from .loop import ZerothOrderLoop
+from .parts import LoopConfiguration, LoopParts, Sampler, UpdateRule
 from .nes import SNES, XNES, NaturalEvolutionStrategy
 from .registration import register
 from .zeroth_order import (
@@ -43,6 +46,11 @@ __all__ = [
     "SNES",
     "XNES",
     "ZerothOrder",
+    "ZerothOrderLoop",
+    "LoopParts",
+    "LoopConfiguration",
+    "Sampler",
+    "UpdateRule",
     "NaturalEvolutionStrategy",
     "cma_es",
     "population_size",

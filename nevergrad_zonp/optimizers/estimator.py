@@ -14,6 +14,13 @@ SGD (ZO-SGD) and sign SGD (ZO-signSGD), the baselines of Ruan et al. (ICLR 2020)
 sign SGD do not see the scale ``lam`` of the estimate; SGD does, and is given the unbiased
 scale ``lam = 1`` (``E[g] = grad`` for isotropic directions of norm ``sqrt(n)``), so its
 learning rate means what it means in the ZO literature.
+
+An update rule is a part of the ZO loop (:mod:`.loop`): ``step(params, grad, block, start,
+stop, scale)`` moves ``params[start:stop]`` in place, ``reset(block, start, stop)`` forgets
+the block's memory after a recovery, ``lr`` is the learning rate (``None`` for a rule
+without one), ``unbiased_estimate`` says whether it is given ``lam = 1`` (else ``1 / n``)
+and ``stale_estimates`` whether an estimate formed at a base point the iterate has left
+since (an iteration asked ahead) is used.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ class BlockAdam:
 
     #: ``lam`` of the estimate this rule is given is ``1 / n``: Adam is invariant to its scale.
     unbiased_estimate = False
+    #: estimates asked ahead, at a point the iterate has left since, are used
+    stale_estimates = True
 
     def __init__(
         self, dimension: int, num_blocks: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
@@ -85,6 +94,8 @@ class BlockSGD:
 
     #: The estimate this rule is given has ``lam = 1`` (its mean is the gradient).
     unbiased_estimate = True
+    #: estimates asked ahead, at a point the iterate has left since, are used
+    stale_estimates = True
 
     def __init__(self, dimension: int, num_blocks: int, lr: float) -> None:
         if not lr > 0:

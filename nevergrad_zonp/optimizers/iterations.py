@@ -71,6 +71,36 @@ class IterationRequest:
         return list(thetas)
 
 
+@dataclasses.dataclass
+class OpenIteration:
+    """The queries of one ZO iteration (its base point and directions) while they are asked and told.
+
+    ``recoveries_at_start``: recoveries when it started (if one happened since, its estimate
+    is discarded); ``steps_at_start``: steps taken before it started; ``batch``: the
+    mini-batch key of its queries (its index, or that of the open iteration it shares its
+    base point with); ``limit``: cut short after that many asks; ``probe``: the discrete
+    probe carried by its last direction.
+    """
+
+    index: int
+    block: int
+    base: np.ndarray
+    directions: np.ndarray
+    losses: np.ndarray
+    recoveries_at_start: int
+    steps_at_start: int
+    batch: int
+    asked: int = 0
+    told: int = 0
+    limit: tp.Optional[int] = None
+    probe: tp.Optional[tp.Tuple[int, float]] = None
+
+    @property
+    def size(self) -> int:
+        """Queries of this iteration: the base point plus one per direction (or fewer, if cut short)."""
+        return len(self.losses) if self.limit is None else self.limit
+
+
 def check_parametrization(parametrization: p.Parameter, optimizer: str, *, finite_differences: bool) -> None:
     """Refuses, naming the problem, a parametrization the optimizer cannot handle.
 
@@ -98,6 +128,24 @@ def check_parametrization(parametrization: p.Parameter, optimizer: str, *, finit
                 f"{optimizer} estimates gradients by finite differences and needs a deterministic parametrization; "
                 "this one samples its value (ng.p.Choice): use Choice(..., deterministic=True), or SNES, XNES or CMA-ES"
             )
+
+
+def check_oracle_parametrization(parametrization: p.Parameter, oracle: tp.Any) -> None:
+    """Refuses (``ValueError``) a parametrization that is not the oracle's: another dimension, not a plain
+    ``ng.p.Array`` (bounds, a sigma other than 1), or another start (:func:`check_oracle_start`)."""
+    dimension = oracle.parametrization.dimension
+    if dimension != parametrization.dimension:
+        raise ValueError(
+            f"The oracle has {dimension} parameters but the optimizer's parametrization has "
+            f"{parametrization.dimension}: build the optimizer on adapter.parametrization"
+        )
+    probe = parametrization.spawn_child().set_standardized_data(np.ones(dimension))
+    zero = parametrization.spawn_child().set_standardized_data(np.zeros(dimension))
+    if not isinstance(probe.value, np.ndarray) or not np.allclose(probe.value - zero.value, 1.0):
+        raise ValueError(
+            "An output oracle needs a plain ng.p.Array parametrization (no bounds, sigma 1): use adapter.parametrization"
+        )
+    check_oracle_start(parametrization, oracle)
 
 
 def check_oracle_start(parametrization: p.Parameter, oracle: tp.Any) -> None:

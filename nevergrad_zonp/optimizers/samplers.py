@@ -16,29 +16,129 @@ zeroth-order estimate"):
 The optimizer rescales every direction to norm ``sqrt(n)`` by default, so only the *shape*
 of the covariance matters.
 
-A draw is two steps: :meth:`noise` takes the random numbers from the generator (the only
-use of it) and :meth:`shape` turns them into directions without randomness.
-``sample = shape(noise(...))``; the split lets the optimizer take the random numbers of
-the next iteration ahead, in a thread, and shape them when the iteration starts.
+A sampler is a part of the ZO loop (:mod:`.loop`).  The loop calls
+``draw(rng, block, start, stop, num)`` for the ``(num, n)`` directions of an iteration and
+``reset(block, start, stop)`` after a recovery; ``restricted`` keeps directions off the
+discrete coordinates of a mixed parametrization; ``covariance`` describes the draws.  A
+draw is two steps: :meth:`noise` takes the random numbers (the only use of randomness) and
+:meth:`shape` turns them into directions; ``sample = shape(noise(...))`` on a given
+generator, without the stream or the normalisation.  The Gaussian samplers take their
+numbers from a :class:`NormalStream`.
 """
 
 from __future__ import annotations
 
+import math
+import typing as tp
+
 import numpy as np
+import torch
 from scipy.linalg import solve_triangular
 from scipy.linalg.lapack import dtrtrs, strtrs
+
+from .resources import single_threaded_blas
+
+#: Where the Gaussian samplers' numbers come from (the ``direction_stream`` setting).
+DIRECTION_STREAMS = ("torch", "legacy")
+_TINY = np.finfo(float).tiny
+
+
+class _TorchNormals:
+    """``normal(size=(a, b))`` from a torch CPU generator: float32 normals by a vectorised Box-Muller transform."""
+
+    __slots__ = ("generator",)
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def normal(self, size: tp.Tuple[int, int]) -> np.ndarray:
+        return torch.randn(size, generator=self.generator).numpy()
+
+
+class NormalStream:
+    """The source of a Gaussian sampler's standard normals.
+
+    ``"torch"``: a torch CPU generator, seeded from the optimizer's random state at the first
+    draw (so seeding the parametrization after building the optimizer counts), float32
+    numbers.  ``"legacy"``: numpy's ``RandomState.normal`` on the optimizer's random state,
+    float64.  The generator pickles as its state tensor.
+    """
+
+    def __init__(self, kind: str = "torch") -> None:
+        if kind not in DIRECTION_STREAMS:
+            raise ValueError(f"direction_stream must be one of {DIRECTION_STREAMS}, got {kind!r}")
+        self.kind = kind
+        self.generator: tp.Optional[torch.Generator] = None
+
+    def source(self, rng: np.random.RandomState) -> tp.Any:
+        """An object with ``normal(size=...)``: ``rng`` itself (legacy) or the torch generator's normals."""
+        if self.kind == "legacy":
+            return rng
+        if self.generator is None:
+            seed = int(rng.randint(2**63 - 1, dtype=np.int64))
+            self.generator = torch.Generator().manual_seed(seed)
+        return _TorchNormals(self.generator)
+
+    def __getstate__(self) -> tp.Dict[str, tp.Any]:
+        state = dict(self.__dict__)
+        if self.generator is not None:  # its state tensor: any torch version pickles that
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def __setstate__(self, state: tp.Dict[str, tp.Any]) -> None:
+        generator = state.get("generator")
+        if isinstance(generator, torch.Tensor):
+            state["generator"] = torch.Generator()
+            state["generator"].set_state(generator)
+        self.__dict__.update(state)
+
+
+def normalised(directions: np.ndarray, size: int) -> np.ndarray:
+    """``directions`` rescaled in place to norm ``sqrt(size)`` each (a zero row stays zero)."""
+    if directions.size:
+        # np.linalg.norm(directions, axis=1, keepdims=True), bit for bit, without its argument handling
+        norms = np.sqrt(np.add.reduce(directions * directions, axis=1, keepdims=True))
+        directions *= math.sqrt(size) / np.maximum(norms, _TINY)
+    return directions
+
+
+class _GaussianDraws:
+    """What the Gaussian samplers share: the stream, the normalisation, the restriction to continuous coordinates."""
+
+    stream: NormalStream
+    normalize: bool
+
+    def draw(self, rng: np.random.RandomState, block: int, start: int, stop: int, num: int) -> np.ndarray:
+        """The ``(num, stop - start)`` directions of an iteration on ``block``, normalised to ``sqrt(n)`` if configured."""
+        size = stop - start
+        if not num:
+            return np.zeros((0, size))
+        directions = self.shape(block, self.noise(self.stream.source(rng), size, num))  # type: ignore[attr-defined]
+        return normalised(directions, size) if self.normalize else directions
+
+    def restricted(self, directions: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+        """``directions`` with the discrete coordinates (``~continuous``) zeroed, normalised again if configured."""
+        directions[:, ~continuous] = 0.0
+        return normalised(directions, directions.shape[1]) if self.normalize else directions
+
+    def reset(self, block: int, start: int, stop: int) -> None:
+        """Nothing to forget after a recovery (a Fisher describes the model, not the path)."""
 
 #: LAPACK's triangular solve per working dtype: what ``scipy.linalg.solve_triangular`` calls,
 #: called directly on each draw, without its argument handling.
 _TRTRS = {np.dtype(np.float32): strtrs, np.dtype(np.float64): dtrtrs}
 
 
-class IsotropicSampler:
+class IsotropicSampler(_GaussianDraws):
     """ZO-I: standard Gaussian directions."""
 
-    uses_fisher = False
-    #: draws Gaussian numbers (``noise`` calls ``rng.normal``): the optimizer's direction stream applies
-    gaussian = True
+    def __init__(self, normalize: bool = True, stream: str = "torch") -> None:
+        self.normalize = normalize
+        self.stream = NormalStream(stream)
+
+    def covariance(self, block: int, size: int) -> np.ndarray:
+        """The covariance of the draws (before normalisation): ``I``."""
+        return np.eye(size)
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` directions of dimension ``size`` for block ``block``, shape ``(num, size)``."""
@@ -54,10 +154,29 @@ class IsotropicSampler:
 
 
 class CoordinateSampler:
-    """ZO-co: unit coordinate vectors, coordinates drawn uniformly with replacement."""
+    """ZO-co: unit coordinate vectors, coordinates drawn uniformly with replacement (from the optimizer's random state)."""
 
-    uses_fisher = False
-    gaussian = False
+    def __init__(self, normalize: bool = True) -> None:
+        self.normalize = normalize
+
+    def draw(self, rng: np.random.RandomState, block: int, start: int, stop: int, num: int) -> np.ndarray:
+        """``num`` coordinate vectors of the block, ``(num, stop - start)``, of norm ``sqrt(n)`` if configured (else 1)."""
+        size = stop - start
+        if not num:
+            return np.zeros((0, size))
+        directions = self.shape(block, self.noise(rng, size, num))
+        return normalised(directions, size) if self.normalize else directions
+
+    def restricted(self, directions: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+        """``directions`` as they are: each touches one coordinate (a discrete one moves by a probe's rule instead)."""
+        return directions
+
+    def reset(self, block: int, start: int, stop: int) -> None:
+        """Nothing to forget after a recovery."""
+
+    def covariance(self, block: int, size: int) -> np.ndarray:
+        """The covariance of the draws: ``I / n``."""
+        return np.eye(size) / size
 
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` rows of the identity of size ``size`` chosen uniformly with replacement."""
@@ -78,7 +197,7 @@ class CoordinateSampler:
 STORAGE_DTYPES = ("float32", "float16", "float64")
 
 
-class NaturalSampler:
+class NaturalSampler(_GaussianDraws):
     """ZO-NP: Gaussian directions with covariance ``(F~_b + rho I)^-1`` per block.
 
     Blocks whose Fisher has never been estimated use ``F_b = I``, i.e. isotropic directions.
@@ -105,10 +224,16 @@ class NaturalSampler:
     float64; ``"float16"`` halves it again and is cast to float32 for each draw).
     """
 
-    uses_fisher = True
-    gaussian = True
-
-    def __init__(self, damping: float, smoothing: float, rank: int | None = None, storage: str = "float32") -> None:
+    def __init__(
+        self,
+        damping: float,
+        smoothing: float,
+        rank: int | None = None,
+        storage: str = "float32",
+        *,
+        normalize: bool = True,
+        stream: str = "torch",
+    ) -> None:
         if not damping > 0:
             raise ValueError(f"rho (damping) must be positive, got {damping}")
         if not 0 < smoothing <= 1:
@@ -125,6 +250,8 @@ class NaturalSampler:
         self.eigenvalues: dict[int, np.ndarray] = {}
         self.fishers: dict[int, np.ndarray] = {}
         self.levels: dict[int, float] = {}  # compact form with smoothing: the isotropic share of each block's blend
+        self.normalize = normalize
+        self.stream = NormalStream(stream)
 
     @property
     def matrices_per_block(self) -> int:
@@ -216,6 +343,11 @@ class NaturalSampler:
     def sample(self, rng: np.random.RandomState, block: int, size: int, num: int) -> np.ndarray:
         """``num`` draws of the block's natural-perturbation Gaussian, shape ``(num, size)``."""
         return self.shape(block, self.noise(rng, size, num))
+
+    def draw(self, rng: np.random.RandomState, block: int, start: int, stop: int, num: int) -> np.ndarray:
+        """As for every Gaussian sampler, with the factor's solve on one BLAS thread."""
+        with single_threaded_blas():
+            return super().draw(rng, block, start, stop, num)
 
     def noise(self, rng: np.random.RandomState, size: int, num: int) -> np.ndarray:
         """The random numbers of a draw: ``r``, ``(size, num)`` standard normals."""
