@@ -18,24 +18,22 @@ not counted.
 
 Data and settings are checked where they enter (see :class:`HardwareAdapter`): a mistake
 is refused with a ``ValueError`` (``TypeError`` for what must be callable) that names it,
-before it can turn into a wrong loss.
+before it can turn into a wrong loss.  The checks of outputs and class labels against the
+targets are in :mod:`nevergrad_zonp.adapters.targets`.
 """
 
 from __future__ import annotations
 
 import collections
 import collections.abc
-import dataclasses
 import functools
 import hashlib
-import math
 import threading
 import typing as tp
 
 import nevergrad as ng
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .._checks import integer_at_least
 from ..fisher import check_output_model
@@ -46,11 +44,11 @@ from ..losses import (
     Loss,
     Metric,
     accuracy,
-    categorical_loss,
     per_setting_categorical,
     per_setting_categorical_kept,
 )
-from .batches import SHOWN_ROWS, MiniBatches, describe_rows
+from .batches import MiniBatches, describe_rows
+from .targets import Labels, check_outputs, data_labels, target_labels
 
 OutputsFn = tp.Callable[[torch.Tensor, tp.Any], torch.Tensor]
 PenaltyFn = tp.Callable[[torch.Tensor], torch.Tensor]
@@ -63,36 +61,6 @@ def _as_numpy(out: torch.Tensor) -> np.ndarray:
         return out.numpy()
     except TypeError:
         return (out.to(torch.complex64) if out.dtype.is_complex else out.float()).numpy()
-
-
-@dataclasses.dataclass(frozen=True)
-class _Labels:
-    """What the checks and losses need of a set of class labels."""
-
-    high: int  # the largest label (IGNORE_INDEX if all are ignored)
-    ignored: int  # labels equal to IGNORE_INDEX
-    count: int  # labels in all
-
-
-def _refuse_labels(
-    flat: torch.Tensor, bad: torch.Tensor, classes: tp.Optional[int], describe: tp.Callable[[torch.Tensor], str]
-) -> None:
-    """Raises ``ValueError`` naming the rows of ``flat (rows, labels)`` where ``bad`` holds, with their first bad label."""
-    rows = bad.any(dim=1).nonzero().flatten()
-    if not len(rows):
-        return
-    values = ", ".join(str(int(flat[row][bad[row]][0])) for row in rows[:SHOWN_ROWS])
-    values += ", ..." if len(rows) > SHOWN_ROWS else ""
-    valid = f"the {classes} classes of the outputs (0 to {classes - 1})" if classes is not None else "the classes (0 or more)"
-    raise ValueError(
-        f"class labels outside {valid} in {describe(rows)} (labels {values}); a label is a class index, "
-        f"or {IGNORE_INDEX} (torch's ignore index) to leave it out of the loss"
-    )
-
-
-def _shape_text(shape: tp.Sequence[tp.Any]) -> str:
-    """``(11, classes)``: a shape with named dimensions, as Python prints a tuple of integers."""
-    return f"({', '.join(str(size) for size in shape)}{',' if len(shape) == 1 else ''})"
 
 
 class HardwareAdapter:
@@ -188,12 +156,12 @@ class HardwareAdapter:
         self.loss = DEFAULT_LOSSES[output] if loss is None else loss
         # Class labels: summarised once here when the data are tensors; else per mini-batch.
         self._labels_per_batch = self.output == "categorical" and self.batches.tensors is None
-        self._labels: tp.Optional[_Labels] = None
+        self._labels: tp.Optional[Labels] = None
         self._label_source: tp.Optional[tp.Tuple[torch.Tensor, tp.Callable[[torch.Tensor], str]]] = None
         if self.output == "categorical" and self.batches.tensors is not None:
             targets = self.batches.tensors[1]
             describe = functools.partial(describe_rows, total=len(targets), what="samples")
-            self._labels = self._data_labels(targets, describe)
+            self._labels = data_labels(targets, describe, self.loss)
             self._label_source = (targets, describe)
         # mini-batches may hold ignored labels: their losses average over the others
         self._may_ignore = self._labels_per_batch or (self._labels is not None and self._labels.ignored > 0)
@@ -240,66 +208,12 @@ class HardwareAdapter:
         labels, source = self._labels, self._label_source
         if self._labels_per_batch:
             describe = functools.partial(describe_rows, total=batch, what=f"rows of mini-batch {key}")
-            labels, source = self._target_labels(targets, describe), (targets, describe)
-        self._check_outputs(out, targets, labels, source)
+            labels, source = target_labels(targets, describe, self.loss), (targets, describe)
+        check_outputs(out, targets, labels, source, self.output)
         with self._lock:
             self._queries += num_settings
             self._sample_forwards += num_settings * batch
         return out, targets
-
-    def _target_labels(self, targets: torch.Tensor, describe: tp.Callable[[torch.Tensor], str]) -> tp.Optional[_Labels]:
-        """Summary of categorical targets (``None``: not class labels); refuses negative labels
-        (:data:`IGNORE_INDEX` aside) and floating targets for the built-in cross-entropy."""
-        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-            if self.loss in (categorical_loss, F.cross_entropy):
-                raise ValueError(
-                    f"output='categorical' with the cross-entropy loss needs integer class labels as targets, got {targets.dtype}"
-                )
-            return None
-        flat = targets.reshape(len(targets), -1)
-        _refuse_labels(flat, (flat < 0) & (flat != IGNORE_INDEX), None, describe)
-        return _Labels(high=int(flat.max()), ignored=int((flat == IGNORE_INDEX).sum()), count=flat.numel())
-
-    def _data_labels(self, targets: torch.Tensor, describe: tp.Callable[[torch.Tensor], str]) -> tp.Optional[_Labels]:
-        """:meth:`_target_labels` of a whole data set, which must hold a label that is not ignored."""
-        labels = self._target_labels(targets, describe)
-        if labels is not None and labels.ignored == labels.count:
-            raise ValueError(f"every target is {IGNORE_INDEX} (torch's ignore index): the data hold no label to fit")
-        return labels
-
-    def _check_outputs(
-        self,
-        out: torch.Tensor,
-        targets: torch.Tensor,
-        labels: tp.Optional[_Labels],
-        source: tp.Optional[tp.Tuple[torch.Tensor, tp.Callable[[torch.Tensor], str]]],
-    ) -> None:
-        """Refuses outputs ``(V, batch, ...)`` that do not fit ``targets``, and labels beyond the outputs' classes.
-
-        ``labels`` summarises the class labels of ``source = (targets, describe)`` (the data
-        or the mini-batch ``targets`` come from; ``describe`` names rows of them), ``None``
-        where the targets are no class labels.
-        """
-        if out.dtype.is_complex and self.output != "complex":
-            raise ValueError(f"outputs are complex ({out.dtype}) but output={self.output!r}; use output='complex'")
-        shape = tuple(out.shape[1:])
-        if labels is not None:
-            if len(shape) < 2 or math.prod(shape[:-1]) != targets.numel():
-                raise ValueError(
-                    f"the outputs of one setting have shape {shape}, which does not fit the targets of shape "
-                    f"{tuple(targets.shape)}: output='categorical' needs logits of shape "
-                    f"{_shape_text((*targets.shape, 'classes'))}, the classes on the last axis"
-                )
-            classes = shape[-1]
-            if labels.high >= classes:
-                assert source is not None
-                flat = source[0].reshape(len(source[0]), -1)
-                _refuse_labels(flat, flat >= classes, classes, source[1])
-        elif self.output != "categorical" and math.prod(shape) != targets.numel():
-            raise ValueError(
-                f"the outputs of one setting have shape {shape}, which does not fit the targets of shape "
-                f"{tuple(targets.shape)}: output={self.output!r} needs one output per target, shape {tuple(targets.shape)}"
-            )
 
     def _forward(self, thetas: torch.Tensor, inputs: tp.Any) -> torch.Tensor:
         """Outputs of the settings ``thetas (V, N)`` on ``inputs`` (uncounted; see ``_query``)."""
@@ -462,8 +376,8 @@ class HardwareAdapter:
         labels, source = None, None
         if self.output == "categorical":
             describe = functools.partial(describe_rows, total=len(tgt), what="samples")
-            labels, source = self._data_labels(tgt, describe), (tgt, describe)
-        self._check_outputs(out[None], tgt, labels, source)
+            labels, source = data_labels(tgt, describe, self.loss), (tgt, describe)
+        check_outputs(out[None], tgt, labels, source, self.output)
         with torch.no_grad():
             result = {"loss": float(self.loss(out, tgt)) + float(self._penalties(thetas)[0])}
             result.update({name: float(metric(out, tgt)) for name, metric in self.metrics.items()})
