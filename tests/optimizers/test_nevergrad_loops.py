@@ -20,7 +20,7 @@ import nevergrad_zonp
 from nevergrad_zonp import HardwareAdapter
 from nevergrad_zonp.optimizers import cma_es
 
-from test_adapters import make_hardware
+from support import make_hardware
 
 NAMES = list(nevergrad_zonp.NAMES)
 BUDGETS = (1, 5, 10, 11, 12, 100, 101, 1000)

@@ -25,7 +25,7 @@ from nevergrad.optimization import test_optimizerlib as ngtests
 import nevergrad_zonp
 
 NAMES = list(nevergrad_zonp.NAMES)
-RECORDED = Path(__file__).parent / "recorded_recommendations.csv"
+RECORDED = Path(__file__).resolve().parents[1] / "recorded_recommendations.csv"
 ZO_NAMES = ("ZONP", "ZONPPaper", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD")
 LEARNED_NAMES = ("ZOL2L", "ZOL2LNoQuery")
 

@@ -18,7 +18,7 @@ from nevergrad_zonp import ModelAdapter, ZerothOrder, minimize_vectorized, uses_
 from nevergrad_zonp.adapters import MiniBatches
 from nevergrad_zonp.optimizers import IterationRequest, cma_es
 
-from test_adapters import classification_data, make_hardware, small_classifier
+from support import classification_data, make_hardware, small_classifier
 
 ZO_NAMES = ["ZONP", "ZOI", "ZOco"]
 NES_NAMES = ["SNES", "XNES"]

@@ -288,7 +288,7 @@ def test_a_stored_learned_run_is_reused_only_with_the_weights_it_was_made_with(m
     suite = standard_suite().restricted_to(["equalization"], ["ZOL2L"])
     spec = RunSpec(task=suite.tasks[0], method="ZOL2L", seed=0, step_size=0.03, budget=30_000, checkpoints=10,
                    phase="final")
-    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parents[2] / "comparisons" / "reported" / "standard" / "runs"
     stored = json.loads((folder / f"{spec.key}.json").read_text())
     assert storage.same_run(stored, spec)  # made with the shipped weights
     retrained = dataclasses.replace(methods.METHODS["ZOL2L"], fingerprint=lambda: {"weights_sha256": "0" * 16})
@@ -302,7 +302,7 @@ def test_a_stored_run_is_reused_only_with_the_direction_stream_it_was_drawn_with
     suite = standard_suite().restricted_to(["equalization"], [method])
     task = suite.tasks[0]
     assert task.zo_settings["direction_stream"] == "legacy"  # the reported runs' stream, pinned
-    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parents[2] / "comparisons" / "reported" / "standard" / "runs"
     tuning = json.loads((folder.parent / "tuning.json").read_text())["equalization"][method]
     spec = RunSpec(task=task, method=method, seed=0, step_size=tuning["chosen"], budget=30_000, checkpoints=10,
                    phase="final")
@@ -355,7 +355,7 @@ def test_the_update_rule_suite_reuses_the_standard_suites_adam_runs_and_runs_nat
     assert suite.methods == ("ZONP", "ZOI", "ZONPSGD", "ZOSGD")
     assert (suite.tuning_seeds, suite.step_ranges) == (standard.tuning_seeds, standard.step_ranges)
     assert suite.seeds == (0, 1, 2, 3, 4)
-    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parents[2] / "comparisons" / "reported" / "standard" / "runs"
     for task in suite.tasks:
         for method, step in (("ZONP", 0.0173), ("ZOI", 0.0173 if task.name == "copying" else 0.003)):
             spec = RunSpec(task=task, method=method, seed=0, step_size=step, budget=task.budget or suite.budget,
@@ -430,7 +430,7 @@ def test_a_stored_run_made_before_a_default_changed_is_not_reused():
     suite = standard_suite().restricted_to(["equalization"], ["ZONP"])
     spec = RunSpec(task=suite.tasks[0], method="ZONP", seed=0, step_size=0.0173, budget=30_000, checkpoints=10,
                    phase="final")
-    folder = Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard" / "runs"
+    folder = Path(__file__).resolve().parents[2] / "comparisons" / "reported" / "standard" / "runs"
     stored = json.loads((folder / f"{spec.key}.json").read_text())
     assert storage.same_run(stored, spec)
     config = stored["settings"]["optimizer_settings"]["config"]
@@ -443,7 +443,7 @@ def test_a_stored_run_made_before_a_default_changed_is_not_reused():
 
 def test_the_quick_suite_runs_the_standard_suites_equalization_chip_with_its_tuned_step_sizes():
     quick, standard = quick_suite(), standard_suite()
-    tuned = json.loads((Path(__file__).resolve().parent.parent / "comparisons" / "reported" / "standard"
+    tuned = json.loads((Path(__file__).resolve().parents[2] / "comparisons" / "reported" / "standard"
                         / "tuning.json").read_text())["equalization"]
     (task,) = quick.tasks
     assert {name: quick.fixed_step(task, name) for name in quick.methods} == {name: tuned[name]["chosen"] for name in quick.methods}

@@ -1,6 +1,6 @@
 """The harness on a real Dask cluster: ``dask scheduler`` and ``dask worker --nworkers 2`` started outside the repository.
 
-``tests/test_harness.py`` runs a suite on an in-process cluster (``processes=False``), whose
+``tests/harness/test_harness.py`` runs a suite on an in-process cluster (``processes=False``), whose
 workers share the test's interpreter and so import whatever the test imports.  Workers
 started by Dask's own commands in another folder import ``comparisons`` only if it is
 installed (``pyproject.toml``: ``include = ["nevergrad_zonp*", "comparisons*"]``); before

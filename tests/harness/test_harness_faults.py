@@ -51,7 +51,7 @@ from nevergrad_zonp.losses import accuracy
 from nevergrad_zonp.tasks.base import Task
 
 TESTS = Path(__file__).resolve().parent
-REPOSITORY = TESTS.parent
+REPOSITORY = TESTS.parents[1]
 EXIT_SECONDS = 5.0  # an interrupted suite exits within this time
 
 

@@ -21,7 +21,7 @@ from nevergrad_zonp import LearnedZO, ModelAdapter, ZerothOrder, minimize_vector
 from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, cma_es
 from nevergrad_zonp.vectorized import queries_spent
 
-from test_adapters import classification_data, small_classifier
+from support import classification_data, small_classifier
 
 CONFIGURED = {name: ng.optimizers.registry[name] for name in nevergrad_zonp.NAMES}
 CONFIGURED["CMA-ES(full)"] = cma_es(4)
