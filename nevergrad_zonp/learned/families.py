@@ -17,6 +17,10 @@ import typing as tp
 
 import torch
 
+from ..tasks.attack import attack_problems
+from ..tasks.base import pretrain
+from ..tasks.equalization import equalization_task
+
 
 @dataclasses.dataclass
 class QuadraticOptimizee:
@@ -80,8 +84,6 @@ class _AttackOptimizee:
 
 def attack_family(seed: int = 0, **attack_kwargs: tp.Any) -> tp.Callable[[torch.Generator, int], tp.List[_AttackOptimizee]]:
     """Attacks on the digits classifier of ``seed``, images drawn (with replacement) from its training images."""
-    from ..tasks.attack import attack_problems
-
     problems = attack_problems(seed=seed, **attack_kwargs).train
 
     def draw(generator: torch.Generator, count: int) -> tp.List[_AttackOptimizee]:
@@ -138,9 +140,6 @@ def equalization_family(batch_size: int = 100, pretrain_epochs: int = 2) -> tp.C
     comparison suites), its ideal model pretrained for ``pretrain_epochs`` epochs and copied
     onto the chip, and one random mini-batch of ``batch_size`` training symbols.
     """
-    from ..tasks.base import pretrain
-    from ..tasks.equalization import equalization_task
-
     def draw(generator: torch.Generator, count: int) -> tp.List[ModelOptimizee]:
         optimizees = []
         for _ in range(count):
