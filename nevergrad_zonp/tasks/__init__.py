@@ -11,6 +11,7 @@ from .attack import (
     margins,
     train_attack_classifier,
 )
+from .onn import onn_classifier_task
 
 __all__ = [
     "AttackProblem",
@@ -21,5 +22,6 @@ __all__ = [
     "margin_loss",
     "margin_loss_per_setting",
     "margins",
+    "onn_classifier_task",
     "train_attack_classifier",
 ]
