@@ -3,8 +3,10 @@
 :func:`execute_run` builds the task from its seed, applies the suite's protocol (optional
 backprop pretraining on the ideal model, parameters copied onto the chip), then trains by
 ZO through :func:`nevergrad_zonp.minimize_vectorized` on the chip (or the model when the
-task has no chip) until the query budget is spent.  It returns a JSON-serialisable record
-``{"key", "row", "curve", "settings"}``:
+task has no chip) until the query budget is spent.  An optimizer without an iteration or
+population (NGOpt) goes through ``minimize_vectorized``'s per-candidate path: Nevergrad's
+``ask`` and ``tell`` for every query, each on its own mini-batch, to the same budget.  It
+returns a JSON-serialisable record ``{"key", "row", "curve", "settings"}``:
 
 - ``curve``: ``checkpoints + 1`` points (start, ``budget * i / checkpoints`` queries for
   ``i < checkpoints``, end): queries, sample forwards, wall time, the **training loss of
@@ -15,7 +17,9 @@ task has no chip) until the query budget is spent.  It returns a JSON-serialisab
   ``loss`` = final full-training-split loss, ``seed``, ``elapsed_time``,
   ``elapsed_budget`` = queries spent, ``dimension``, ``num_workers``) plus ours (``task``,
   ``phase``, ``queries``, ``fisher_queries``, ``sample_forwards``, ``step_name``,
-  ``step_size``, ``test_loss``, ``test_<metric>``, ``train_<metric>``, ...);
+  ``step_size``, ``test_loss``, ``test_<metric>``, ``train_<metric>``, ...), both step
+  columns ``None`` for a method without a step size (NGOpt), plus the columns of the
+  method's ``run_info`` (NGOpt: ``sub_optimizer``, the optimizer it chose);
 - ``row["peak_memory_mb"]``: peak resident set size of the process during the training
   loop minus its value at the start of the loop (all allocations, torch included), sampled
   every 5 ms from ``/proc/self/statm`` by a background thread (:class:`PeakMemory`).
@@ -70,12 +74,15 @@ MACHINE_COLUMNS = ("elapsed_time", "peak_memory_mb")
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One run: a method with one step size on one task, from one seed, to one budget."""
+    """One run: a method with one step size on one task, from one seed, to one budget.
+
+    ``step_size`` is ``None`` for a method without a step size (NGOpt).
+    """
 
     task: TaskSpec
     method: str
     seed: int
-    step_size: float
+    step_size: float | None
     budget: int
     checkpoints: int
     phase: str
@@ -85,8 +92,9 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        """File-name-safe identity of the run: task, method, seed, step size and budget."""
-        return f"{self.task.name}_{self.method}_seed{self.seed}_step{self.step_size:.6g}_budget{self.budget}"
+        """File-name-safe identity of the run: task, method, seed, step size (if the method has one) and budget."""
+        step = "" if self.step_size is None else f"_step{self.step_size:.6g}"
+        return f"{self.task.name}_{self.method}_seed{self.seed}{step}_budget{self.budget}"
 
 
 class RunStopped(BaseException):
@@ -263,6 +271,8 @@ def _execute(spec: RunSpec) -> Record:
     }
     row.update({f"train_{name}": value for name, value in train.items() if name != "loss"})
     row.update({f"test_{name}": value for name, value in test.items() if name != "loss"})
+    if method.run_info is not None:
+        row.update(method.run_info(optimizer))
     settings = {
         "task": task_spec.settings(),
         "method": spec.method,

@@ -1,9 +1,10 @@
 """The method table: name -> configured Nevergrad optimizer for a given Q, step size and dimension.
 
-Each :class:`Method` has ONE tuned step size (the harness tunes nothing else): the Adam
-learning rate ``lr`` of the ZO optimizers, the initial step size ``sigma0`` of the
-evolution strategies; all other settings are the package defaults (docs/method.md).  Adding a
-method is one entry of :data:`METHODS`.
+Each :class:`Method` has at most ONE tuned step size (the harness tunes nothing else): the
+Adam learning rate ``lr`` of the ZO optimizers, the initial step size ``sigma0`` of the
+evolution strategies; all other settings are the package defaults (docs/method.md).  A
+method without a step size (``NGOpt``) is not tuned.  Adding a method is one entry of
+:data:`METHODS`.
 
 - ``ZONP``, ``ZOI``, ``ZOco``: :class:`~nevergrad_zonp.optimizers.ZerothOrder` with the
   natural, isotropic or coordinate sampler, ``Q`` directions (``Q + 1`` queries per
@@ -23,6 +24,13 @@ method is one entry of :data:`METHODS`.
 - ``CMA-ES``: :func:`~nevergrad_zonp.optimizers.cma_es` with population ``Q + 1``, full
   covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above;
   it recommends its mean, as SNES does and as the ZO methods recommend their iterate.
+- ``NGOpt``: Nevergrad's recommended default optimizer (``ng.optimizers.NGOpt``) with
+  Nevergrad's own defaults.  It has **no step size** (``step_name`` is ``None``), so the
+  harness does not tune it: it runs on the reported seeds only, one Nevergrad candidate per
+  query (ask/tell, no population).  NGOpt picks a sub-optimizer from the dimension, the
+  budget and the parametrization, by rules that change between Nevergrad versions: its runs
+  record Nevergrad's version and the class whose rule chose (the method's fingerprint), and
+  each row names the sub-optimizer chosen (``sub_optimizer``).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import hashlib
 import json
 import typing as tp
 
+import nevergrad as ng
 from nevergrad.optimization import base
 
 from nevergrad_zonp.learned import LearnedZO
@@ -42,7 +51,7 @@ from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, ZerothOrder, cma
 #: beyond it the suite runs the diagonal variant.
 FULL_CMA_MAX_DIMENSION = 1000
 
-Factory = tp.Callable[[int, float, int, tp.Mapping[str, tp.Any]], base.ConfiguredOptimizer]
+Factory = tp.Callable[[int, tp.Optional[float], int, tp.Mapping[str, tp.Any]], base.ConfiguredOptimizer]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +59,33 @@ class Method:
     """A compared optimizer: ``factory(Q, step_size, dimension, zo_settings)`` and the name of its step size.
 
     ``zo_settings`` are a task's further settings of the ZO optimizers (e.g. ``fisher_period``);
-    the evolution strategies ignore them.
+    the evolution strategies ignore them.  A method whose ``step_name`` is ``None`` has no
+    step size: it is built with ``step_size=None``, the harness does not tune it, and
+    ``defaults`` says what it runs with instead.
     """
 
     name: str
     factory: Factory
-    step_name: str
+    step_name: tp.Optional[str]
     #: the ``zo_settings`` keys that change this method's runs (``None``: all of them)
     relevant_settings: tp.Optional[tp.Callable[[str], bool]] = None
     #: what else a run depends on, checked when a stored run is reused (e.g. a weights file's hash)
     fingerprint: tp.Optional[tp.Callable[[], dict[str, tp.Any]]] = None
     #: whether its directions are Gaussian draws, whose numbers come from the ``direction_stream`` setting
     gaussian_directions: bool = False
+    #: further columns of a run's row, read from the optimizer after the run (e.g. the sub-optimizer NGOpt chose)
+    run_info: tp.Optional[tp.Callable[[base.Optimizer], dict[str, tp.Any]]] = None
+    #: for a method without a step size: what it runs with instead (quoted in ``tuning.json`` and the report)
+    defaults: str = ""
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the method has a step size for the harness to tune."""
+        return self.step_name is not None
+
+    def untuned_note(self) -> str:
+        """The line ``tuning.json`` and the report give a method without a step size."""
+        return f"{self.name}: no step size, {self.defaults or 'its defaults'}, not tuned"
 
     def direction_stream(self, zo_settings: tp.Mapping[str, tp.Any]) -> tp.Optional[str]:
         """The stream this method's Gaussian directions come from under ``zo_settings`` (``None``: it draws none)."""
@@ -70,13 +94,29 @@ class Method:
         return str(zo_settings.get("direction_stream", ZerothOrder().direction_stream))
 
     def build(
-        self, num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any] | None = None
+        self,
+        num_directions: int,
+        step_size: tp.Optional[float],
+        dimension: int,
+        zo_settings: tp.Mapping[str, tp.Any] | None = None,
     ) -> base.ConfiguredOptimizer:
-        """The configured optimizer of this method."""
+        """The configured optimizer of this method.
+
+        Raises ``ValueError`` when ``step_size`` is ``None`` for a method with a step size,
+        or is given to a method without one.
+        """
+        if self.tuned and step_size is None:
+            raise ValueError(f"{self.name} needs its step size {self.step_name}")
+        if not self.tuned and step_size is not None:
+            raise ValueError(f"{self.name} has no step size (got {step_size}); build it with step_size=None")
         return self.factory(num_directions, step_size, dimension, zo_settings or {})
 
     def effective_settings(
-        self, num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any] | None = None
+        self,
+        num_directions: int,
+        step_size: tp.Optional[float],
+        dimension: int,
+        zo_settings: tp.Mapping[str, tp.Any] | None = None,
     ) -> dict[str, tp.Any]:
         """Every setting a run of this method is made with, defaults included (JSON-friendly).
 
@@ -131,6 +171,36 @@ def _cma(num_directions: int, step_size: float, dimension: int, _: tp.Mapping[st
     return cma_es(num_directions, sigma0=step_size, diagonal=dimension > FULL_CMA_MAX_DIMENSION)
 
 
+class NGOptDefaults(base.ConfiguredOptimizer):
+    """Nevergrad's ``NGOpt`` as a configured optimizer: no settings, Nevergrad's defaults.
+
+    ``ng.optimizers.NGOpt`` is an optimizer class, not a configured optimizer; this gives it
+    the interface of the other methods (``config()`` is empty, ``_OptimizerClass`` is NGOpt).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ng.optimizers.NGOpt, {})
+
+
+def _ngopt(num_directions: int, step_size: None, dimension: int, _: tp.Mapping[str, tp.Any]) -> base.ConfiguredOptimizer:
+    return NGOptDefaults().set_name("NGOpt")
+
+
+def ngopt_selector() -> str:
+    """The class whose ``_select_optimizer_cls`` NGOpt runs (e.g. ``NGOpt39`` in Nevergrad 1.0.12)."""
+    return next(cls.__qualname__ for cls in ng.optimizers.NGOpt.__mro__ if "_select_optimizer_cls" in vars(cls))
+
+
+def _ngopt_fingerprint() -> dict[str, tp.Any]:
+    """Nevergrad's version and NGOpt's selection rule: NGOpt's choice of sub-optimizer depends on both."""
+    return {"nevergrad": ng.__version__, "selector": ngopt_selector()}
+
+
+def ngopt_choice(optimizer: base.Optimizer) -> dict[str, tp.Any]:
+    """The sub-optimizer an NGOpt run chose (its ``optim``, through nested NGOpts), as row columns."""
+    return {"sub_optimizer": optimizer.optim.name}  # type: ignore[attr-defined]
+
+
 #: Settings that only the Fisher of ZO-NP reads: ZO-I and ZO-co runs do not depend on them.
 FISHER_SETTINGS = frozenset({"rho", "fisher_period", "fd_step", "smoothing", "fisher_refresh", "fisher_rank", "fisher_storage"})
 
@@ -175,5 +245,7 @@ METHODS: dict[str, Method] = {
                _weights_fingerprint("equalization")),
         Method("SNES", _snes, "sigma0", _none),
         Method("CMA-ES", _cma, "sigma0", _none),
+        Method("NGOpt", _ngopt, None, _none, _ngopt_fingerprint, run_info=ngopt_choice,
+               defaults=f"Nevergrad's defaults (nevergrad {ng.__version__})"),
     )
 }

@@ -9,9 +9,12 @@ Reads what :func:`comparisons.runner.run_suite` wrote (``results.csv``, ``curves
   (with the Fisher's share), the two-sided Mann-Whitney U p-value
   (``scipy.stats.mannwhitneyu``) of ZONP against each baseline on the test metric and on
   the training loss, and a stability count: runs that *diverged late*, whose final training
-  loss is above :data:`LATE_DIVERGENCE` times the best of their checkpoints; then the step
-  size grids, per-seed tuning losses and choices (a choice left at a grid edge is marked),
-  and the plots;
+  loss is above :data:`LATE_DIVERGENCE` times the best of their checkpoints; the
+  sub-optimizer a method such as NGOpt chose in its runs (:func:`sub_optimizer_line`); then
+  the step size grids, per-seed tuning losses and choices (a choice left at a grid edge is
+  marked), and the plots.  A method without a step size (NGOpt) has ``none (not tuned)``
+  in its step column and, instead of a tuning row, the line of its ``tuning.json`` entry
+  (e.g. "NGOpt: no step size, Nevergrad's defaults (nevergrad 1.0.12), not tuned");
 - ``<task>_curves.png``: training loss (log scale) and test metric against queries, sample forwards
   and wall time, the mean over seeds with a band of +- one standard deviation.  Every run
   has the same number of checkpoints, so seeds are averaged checkpoint by checkpoint
@@ -109,7 +112,7 @@ def task_table(final: pd.DataFrame, metric: str, curves: pd.DataFrame) -> str:
         else:
             p_metric = _format_p(mann_whitney(reference[column], runs[column]))
             p_loss = _format_p(mann_whitney(reference["loss"], runs["loss"]))
-        step = f"{runs.step_name.iloc[0]} = {runs.step_size.iloc[0]:g}"
+        step = _step_cell(runs)
         share = runs.fisher_queries.sum() / max(1, runs.queries.sum())
         queries = f"{runs.queries.mean():.0f} ({100 * share:.1f} %)"
         lines.append(
@@ -117,6 +120,29 @@ def task_table(final: pd.DataFrame, metric: str, curves: pd.DataFrame) -> str:
             f"| {diverged.get(name, 0)} of {len(runs)} | {p_metric} | {p_loss} |"
         )
     return "\n".join(lines)
+
+
+def _step_cell(runs: pd.DataFrame) -> str:
+    """``lr = 0.01``, or ``none (not tuned)`` for a method without a step size (its step columns are empty)."""
+    name, size = runs.step_name.iloc[0], runs.step_size.iloc[0]
+    if pd.isna(name) or pd.isna(size):
+        return "none (not tuned)"
+    return f"{name} = {size:g}"
+
+
+def sub_optimizer_line(final: pd.DataFrame) -> str:
+    """Which sub-optimizer each method that picks one (NGOpt) chose in the reported runs of a task ("" if none)."""
+    if "sub_optimizer" not in final:
+        return ""
+    parts = []
+    for name, runs in final[final.sub_optimizer.notna()].groupby("optimizer_name", sort=False):
+        choices = runs.groupby("sub_optimizer", sort=False).seed.apply(list)
+        if len(choices) == 1:
+            parts.append(f"{name} chose {choices.index[0]} in all {len(runs)} reported run(s)")
+        else:
+            listed = ", ".join(f"{choice} (seeds {_seed_range(seeds)})" for choice, seeds in choices.items())
+            parts.append(f"{name} chose {listed}")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def winner_line(task: str, final: pd.DataFrame, metric: str, maximize: bool) -> str:
@@ -177,14 +203,22 @@ def run_time_line(runs: pd.DataFrame) -> str:
     )
 
 
+def _fixed(entry: dict[str, tp.Any]) -> bool:
+    """Whether a ``tuning.json`` entry is a step size fixed by the suite (not tuned here, but a step size)."""
+    return "grid" not in entry and entry.get("tuned") is not False
+
+
 def tuning_table(tuning: dict[str, tp.Any]) -> str:
     """Markdown table of one task's step-size grids, median tuning losses and choices."""
     lines = [
         "| method | step | grid | median final training loss over the tuning seeds | chosen |",
         "|---|---|---|---|---|",
     ]
-    fixed = []
+    fixed, untuned = [], []
     for name, entry in tuning.items():
+        if entry.get("tuned") is False:  # a method without a step size
+            untuned.append(f"{entry['note']}.")
+            continue
         if "grid" not in entry:  # a step size chosen elsewhere, not tuned here
             fixed.append(f"{name} ({entry['step_name']} = {entry['chosen']:g})")
             continue
@@ -195,11 +229,14 @@ def tuning_table(tuning: dict[str, tp.Any]) -> str:
         if entry.get("failed"):
             extended += f"; {len(entry['failed'])} failed tuning run(s) counted as infinite loss"
         lines.append(f"| {name} | {entry['step_name']} | {grid} | {scores} | {entry['chosen']:g}{mark}{extended} |")
-    if not fixed:
+    texts = []
+    if fixed:
+        rules = sorted({entry["rule"] for entry in tuning.values() if _fixed(entry)})
+        texts.append(f"Not tuned here: {', '.join(fixed)}; " + " ".join(rules))
+    texts += untuned
+    if not texts:
         return "\n".join(lines)
-    rules = sorted({entry["rule"] for entry in tuning.values() if "grid" not in entry})
-    text = f"Not tuned here: {', '.join(fixed)}; " + " ".join(rules)
-    return text if len(lines) == 2 else "\n".join(lines) + "\n\n" + text
+    return "\n\n".join(texts if len(lines) == 2 else ["\n".join(lines), *texts])
 
 
 def plot_curves(curves: pd.DataFrame, metric: str, path: Path, title: str) -> None:
@@ -344,7 +381,13 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
             "Step sizes tuned on separate seeds (lowest median final training loss over a log-spaced grid of the "
             "same size for every method, extended where the best point was at an edge)."
         )
-    steps += sorted({f"Step sizes not tuned here: {entry['rule']}" for entry in entries if "grid" not in entry})
+    steps += sorted({f"Step sizes not tuned here: {entry['rule']}" for entry in entries if _fixed(entry)})
+    untuned = sorted({entry["note"] for entry in entries if entry.get("tuned") is False})
+    if untuned:
+        steps.append(
+            "Methods without a step size make no tuning run and run on the reported seeds as they are: "
+            + "; ".join(untuned) + "."
+        )
     sections = ["# Comparison report", ""]
     if notes:
         sections += ["Left out of this report:", "", *(f"- {note}" for note in notes), ""]
@@ -382,9 +425,11 @@ def write_report(folder: str | os.PathLike[str]) -> Path:
                 continue
             group_curves = final_curves[(final_curves.task == task) & final_curves.seed.isin(seeds)]
             sections += [f"Seeds {_seed_range(seeds)} alone ({label}):", "", task_table(subset, metric, group_curves), ""]
+        choices = sub_optimizer_line(runs)
         sections += [
             fisher_line(runs),
             "",
+            *([choices, ""] if choices else []),
             run_time_line(results[results.task == task]),
             "",
             "Step-size tuning:",

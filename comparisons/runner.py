@@ -4,9 +4,11 @@ The protocol, for every task and method of the suite: the tuning runs of the ste
 grid on the tuning seeds (:mod:`comparisons.tuning`: score, choice, grid extensions up to
 ``suite.max_extensions`` times, a choice still at an edge marked ``at_edge``), written to
 ``tuning.json`` (grids, per-seed losses, scores, choices, marks, failed runs); a method with
-a fixed step size (``suite.fixed_step``) is not tuned.  Then the reported runs with the
-chosen step size on the reported seeds, and the tables ``results.csv`` (one row per run,
-tuning runs with ``phase = "tuning"``) and ``curves.csv`` (the curves, long format).
+a fixed step size (``suite.fixed_step``) is not tuned, nor is a method without a step size
+(NGOpt: its ``tuning.json`` entry says so, ``"tuned": false`` with a note, instead of a
+grid).  Then the reported runs with the chosen step size (none for NGOpt) on the reported
+seeds, and the tables ``results.csv`` (one row per run, tuning runs with
+``phase = "tuning"``) and ``curves.csv`` (the curves, long format).
 
 Resume: each run is stored in ``runs/<key>.json`` (key: task, method, seed, step size,
 budget) as it finishes; a call skips the runs stored with the same settings, so an
@@ -65,7 +67,7 @@ from .storage import (
     write_atomic,
 )
 from .suites import Suite
-from .tuning import TUNING_RULE, choose_step, extend_grid, step_grid, step_score
+from .tuning import TUNING_RULE, choose_step, extend_grid, step_grid, step_score, untuned_entry
 
 __all__ = ["FailedRuns", "SuiteInterrupted", "run_suite"]
 
@@ -99,6 +101,10 @@ def run_suite(
     unknown = [name for name in suite.methods if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    stepless = sorted({name for task in suite.tasks for name in suite.methods_for(task)
+                       if not METHODS[name].tuned and suite.fixed_step(task, name) is not None})
+    if stepless:
+        raise ValueError(f"fixed_steps gives a step size to {stepless}, which have none")
     if client is not None:
         check_dask_workers(client)
     owned = local_executor(workers) if client is None and executor is None else None
@@ -117,12 +123,14 @@ def _tune_and_run(suite: Suite, folder: Path, runs: Runs) -> pd.DataFrame:
 
     A failed tuning run counts as an infinite loss (as a non-finite loss does) and is listed
     under ``"failed"`` in its ``tuning.json`` entry; failed runs have no row in the tables.
+    A method without a step size makes no tuning run: its entry is
+    :func:`~comparisons.tuning.untuned_entry` and its reported runs have ``step_size=None``.
     """
     grids = {
         (task.name, name): step_grid(*suite.step_ranges[METHODS[name].step_name], suite.grid_size)
         for task in suite.tasks
         for name in suite.methods_for(task)
-        if suite.fixed_step(task, name) is None
+        if METHODS[name].tuned and suite.fixed_step(task, name) is None
     }
     tasks = {task.name: task for task in suite.tasks}
 
@@ -162,7 +170,7 @@ def _tune_and_run(suite: Suite, folder: Path, runs: Runs) -> pd.DataFrame:
         tuning_specs += new_specs
         records.update(runs.run(new_specs, keep_going=True))
     tuning: dict[str, dict[str, tp.Any]] = {task.name: {} for task in suite.tasks}
-    chosen: dict[tuple[str, str], float] = {}
+    chosen: dict[tuple[str, str], float | None] = {}
     for key, grid in grids.items():
         scores = scores_of(key)
         chosen[key] = choose_step(grid, scores)
@@ -183,7 +191,10 @@ def _tune_and_run(suite: Suite, folder: Path, runs: Runs) -> pd.DataFrame:
     for task in suite.tasks:
         for name in suite.methods_for(task):
             fixed = suite.fixed_step(task, name)
-            if fixed is not None:
+            if not METHODS[name].tuned:
+                chosen[task.name, name] = None
+                tuning[task.name][name] = untuned_entry(METHODS[name])
+            elif fixed is not None:
                 chosen[task.name, name] = fixed
                 tuning[task.name][name] = {"step_name": METHODS[name].step_name, "chosen": fixed, "rule": suite.steps_rule}
     with merge_lock(folder):

@@ -37,6 +37,8 @@ from nevergrad_zonp.tasks.copying import copying_task
 from nevergrad_zonp.tasks.equalization import equalization_task
 from nevergrad_zonp.tasks.images import digits_task, mnist_task
 
+from .methods import METHODS
+
 TaskBuilder = tp.Callable[..., Task]
 
 
@@ -173,7 +175,7 @@ class Suite:
         """Runs before any grid extension: the initial grid on every tuning seed (unless the step is fixed) plus one run per seed."""
         tuning = self.grid_size * len(self.tuning_seeds)
         return sum(
-            len(self.seeds) + (0 if self.fixed_step(task, name) is not None else tuning)
+            len(self.seeds) + (0 if self.fixed_step(task, name) is not None or not METHODS[name].tuned else tuning)
             for task in self.tasks
             for name in self.methods_for(task)
         )
@@ -194,12 +196,17 @@ class Suite:
             suite = dataclasses.replace(suite, tasks=tuple(task for task in self.tasks if task.name in names))
         if methods is not None:
             methods = list(methods)
-            unknown = sorted(set(methods) - set(self.methods))
+            # a method without a step size (NGOpt) needs no grid: it may join any suite, on every task
+            extra = tuple(dict.fromkeys(
+                name for name in methods if name not in self.methods and name in METHODS and not METHODS[name].tuned
+            ))
+            unknown = sorted(set(methods) - set(self.methods) - set(extra))
             if unknown:
                 raise ValueError(f"suite {self.name!r} has no method {unknown}; its methods are {list(self.methods)}")
-            kept = tuple(name for name in self.methods if name in methods)
+            kept = tuple(name for name in self.methods if name in methods) + extra
             tasks = tuple(
-                task if task.methods is None else dataclasses.replace(task, methods=tuple(n for n in task.methods if n in kept))
+                task if task.methods is None
+                else dataclasses.replace(task, methods=tuple(n for n in task.methods if n in kept) + extra)
                 for task in suite.tasks
             )
             suite = dataclasses.replace(suite, methods=kept, tasks=tasks)

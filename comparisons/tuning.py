@@ -8,6 +8,9 @@ infinite); the lowest score wins, ties to the smaller step (:func:`choose_step`)
 winner is the lowest or the highest grid point, the grid is extended by one point beyond
 that edge, same log spacing (:func:`extend_grid`).  :data:`TUNING_RULE` states the rule in
 ``tuning.json``.
+
+A method without a step size (NGOpt, which runs with Nevergrad's defaults) has no grid and no
+tuning run: its ``tuning.json`` entry (:func:`untuned_entry`) says so instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import math
 import typing as tp
 
 import numpy as np
+
+if tp.TYPE_CHECKING:
+    from .methods import Method
 
 TUNING_RULE = (
     "lowest median over the tuning seeds of the final training loss (full training split); ties to the smaller "
@@ -52,3 +58,15 @@ def extend_grid(grid: list[float], chosen: float) -> float | None:
     if chosen == ordered[-1]:
         return float(f"{ordered[-1] ** 2 / ordered[-2]:.3g}")
     return None
+
+
+def untuned_entry(method: "Method") -> dict[str, tp.Any]:
+    """The ``tuning.json`` entry of a method without a step size: not tuned, and the line that says so.
+
+    ``chosen`` and ``step_name`` are ``None`` (its reported runs have no step size); ``note``
+    is :meth:`~comparisons.methods.Method.untuned_note`, e.g. "NGOpt: no step size,
+    Nevergrad's defaults (nevergrad 1.0.12), not tuned".
+    """
+    if method.tuned:
+        raise ValueError(f"{method.name} has a step size ({method.step_name}): it is tuned")
+    return {"step_name": None, "chosen": None, "tuned": False, "note": method.untuned_note()}
