@@ -47,7 +47,7 @@ from nevergrad.parametrization import parameter as p
 
 from ..oracle import OutputOracle
 from .estimator import zo_gradient
-from .fisher_schedule import INACTIVE, REFRESH, SKIPPED, FisherSchedule
+from .fisher_schedule import INACTIVE, REFRESH, FisherSchedule
 from .iterations import (
     CLIPPED_LOSS,
     IterationRequest,

@@ -2,7 +2,6 @@
 
 import collections
 import concurrent.futures
-import threading
 import types
 import warnings
 
