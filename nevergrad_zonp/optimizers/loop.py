@@ -46,7 +46,6 @@ from nevergrad.optimization import base
 from nevergrad.parametrization import parameter as p
 
 from ..oracle import OutputOracle
-from .estimator import zo_gradient
 from .fisher_schedule import INACTIVE, REFRESH, FisherSchedule
 from .iterations import (
     CLIPPED_LOSS,
@@ -157,7 +156,7 @@ class ZerothOrderLoop(CheckedOptimizer):
     @property
     def iteration_size(self) -> int:
         """Queries per iteration, ``Q + 1`` (the natural batch for vectorized evaluation)."""
-        return self._parts.num_directions + 1
+        return self._parts.queries.per_direction * self._parts.num_directions + 1
 
     @property
     def num_blocks(self) -> int:
@@ -226,6 +225,10 @@ class ZerothOrderLoop(CheckedOptimizer):
         start, stop = int(self._parts.bounds[block]), int(self._parts.bounds[block + 1])
         theta = self.parametrization.spawn_child().set_standardized_data(self._x).value
         return self._parts.fisher.refresh(self._oracle, theta, block, start, stop, key, self._num_iterations, self._warn_invalid)
+
+    def _theta_value(self) -> np.ndarray:
+        """The iterate's parameter values (the parametrization's value at the standardized iterate)."""
+        return np.asarray(self.parametrization.spawn_child().set_standardized_data(self._x).value, dtype=np.float64)
 
     def attach(self, oracle: OutputOracle) -> None:
         """Uses ``oracle`` for mini-batch assignment and, for ZO-NP, the black-box Fisher.
@@ -476,10 +479,12 @@ class ZerothOrderLoop(CheckedOptimizer):
             fisher.used(block)
         ### 3. the directions (the last iteration of a budget keeps one query for the final iterate)
         start, stop = self._block(block)
+        if parts.curvature is not None:
+            parts.curvature.prepare(self._oracle, self._theta_value, block, start, stop)
         num_directions = parts.num_directions
         if left is not None and 0 < left <= self.iteration_size:
-            num_directions = max(0, left - 2)
-        directions = parts.sampler.draw(rng, block, start, stop, num_directions)
+            num_directions = parts.queries.affordable(left)
+        directions = parts.queries.rows(parts.sampler.draw(rng, block, start, stop, num_directions))
         probe = None
         if self._probes is not None:
             directions, probe = self._probes.directions(
@@ -491,7 +496,7 @@ class ZerothOrderLoop(CheckedOptimizer):
             block=block,
             base=self._x.copy(),
             directions=directions,
-            losses=np.full(num_directions + 1, math.nan),
+            losses=np.full(len(directions) + 1, math.nan),
             recoveries_at_start=self._recovery.count,
             steps_at_start=self._num_steps,
             batch=batch,
@@ -527,11 +532,8 @@ class ZerothOrderLoop(CheckedOptimizer):
             if math.isfinite(losses[-1]):  # (NaN when cut short before it)
                 self._probes.settle(self._x, iteration.probe, base_loss, float(losses[-1]))
             losses, directions = losses[:-1], directions[:-1]
-        ### the estimate, from the finite losses (formed at the current point, for a rule that needs it)
-        if not all_finite:
-            valid = np.isfinite(losses)
-            if not valid.all():  # (a boolean index copies the whole array: only when some loss is left out)
-                losses, directions = losses[valid], directions[valid]
+        ### the estimate, from the usable losses (formed at the current point, for a rule that needs it)
+        losses, directions = parts.queries.valid(losses, directions, all_finite)
         if not len(losses) or not (parts.update.stale_estimates or np.array_equal(iteration.base, self._x)):
             return
         if self._num_steps < FLAT_CHECK_STEPS:
@@ -540,7 +542,7 @@ class ZerothOrderLoop(CheckedOptimizer):
         size = stop - start
         lam = 1.0 if parts.update.unbiased_estimate else 1.0 / size
         with single_threaded_blas():
-            grad = zo_gradient(base_loss, losses, directions, self._step_size(size), lam)
+            grad = parts.queries.estimate(base_loss, losses, directions, self._step_size(size), lam, iteration.block, start, stop)
         ### the update, scaled by the schedule and the block's recovery scale
         scale = recovery.scale[iteration.block] * self._schedule_factor()
         parts.update.step(self._x, grad, iteration.block, start, stop, scale=scale)

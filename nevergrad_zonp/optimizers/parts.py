@@ -14,6 +14,7 @@ import typing as tp
 import numpy as np
 
 from .fisher_schedule import FisherSchedule
+from .queries import ForwardDifference, QueryDesign
 
 
 @tp.runtime_checkable
@@ -63,6 +64,18 @@ class LoopParts:
     update: UpdateRule
     fisher: tp.Optional[FisherSchedule] = None  #: ZO-NP's Fisher refreshes
     lr_schedule: str = "constant"  #: ``"constant"`` or ``"cosine"`` (:data:`.loop.COSINE_FLOOR`)
+    #: the points asked around the base point and the estimate from them (:mod:`.queries`)
+    queries: QueryDesign = dataclasses.field(default_factory=ForwardDifference)
+    #: a curvature source refreshed before the directions are drawn (LPP's layered Fisher), if any
+    curvature: tp.Optional["CurvatureSource"] = None
+
+
+@tp.runtime_checkable
+class CurvatureSource(tp.Protocol):
+    """Shapes a sampler from a model of the network (not from queries): LPP's layered Fisher."""
+
+    def prepare(self, oracle: tp.Any, theta: tp.Callable[[], np.ndarray], block: int, start: int, stop: int) -> None:
+        """Refreshes what the draws of ``block`` need, if due; ``theta()`` gives the iterate's parameter values."""
 
 
 class LoopConfiguration(tp.Protocol):

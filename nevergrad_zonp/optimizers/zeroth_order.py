@@ -206,21 +206,32 @@ class ZerothOrder(base.ConfiguredOptimizer):
             sampler = IsotropicSampler(normalize=self.normalize, stream=self.direction_stream)
         else:
             sampler = CoordinateSampler(normalize=self.normalize)
-        default_lr = DEFAULT_SGD_LR if self.update == "sgd" else DEFAULT_LR
         return LoopParts(
             num_directions=self.num_directions,
             mu=self.mu,
             bounds=bounds,
             block_selection=self.block_selection,
             sampler=sampler,
-            update=UPDATE_RULES[self.update](dimension, num_blocks, default_lr if self.lr is None else self.lr),
+            update=UPDATE_RULES[self.update](dimension, num_blocks, default_lr(self.lr, self.update)),
             fisher=fisher,
             lr_schedule=DEFAULT_SCHEDULE if self.lr_schedule is None else self.lr_schedule,
         )
 
     def oracle_defaults(self, parts: LoopParts) -> None:
         """The defaults for a network's parameters, once an output oracle is attached (settings left at ``None``)."""
-        if self.lr is None and self.update != "sgd":
-            parts.update.lr = DEFAULT_ORACLE_LR
-        if self.lr_schedule is None:
-            parts.lr_schedule = DEFAULT_ORACLE_SCHEDULE
+        apply_oracle_defaults(parts, self.lr, self.update, self.lr_schedule)
+
+
+def default_lr(lr: tp.Optional[float], update: str) -> float:
+    """``lr``, or the default learning rate of the update rule on a plain Nevergrad problem."""
+    if lr is not None:
+        return lr
+    return DEFAULT_SGD_LR if update == "sgd" else DEFAULT_LR
+
+
+def apply_oracle_defaults(parts: LoopParts, lr: tp.Optional[float], update: str, lr_schedule: tp.Optional[str]) -> None:
+    """The defaults for a network's parameters once an output oracle is attached, for the settings left at ``None``."""
+    if lr is None and update != "sgd":
+        parts.update.lr = DEFAULT_ORACLE_LR
+    if lr_schedule is None:
+        parts.lr_schedule = DEFAULT_ORACLE_SCHEDULE
