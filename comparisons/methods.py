@@ -20,6 +20,14 @@ method without a step size (``NGOpt``) is not tuned.  Adding a method is one ent
   ``ZOL2L-attack``, ``ZOL2LNoQuery-attack``: the same with the weights meta-trained on
   the digits attacks (the paper's benchmark; on training tasks, the transfer question);
   ``ZOL2L-equalization``: meta-trained on fine-tuning equalization chips (a training task).
+- ``LPP``: layered-parameter perturbations (Sawada, Aoyama and Notomi, AAAI 2025,
+  :class:`~nevergrad_zonp.optimizers.layered.LayeredPerturbation`): each layer's part of a
+  direction from ``(1 + rho)(C_u + rho I)^-1``, ``C_u`` the smoothed Fisher of the layer on
+  the ideal model (no query), with Adam; ``Q + 1`` queries per iteration.
+- ``HiZOO``: the diagonal-Hessian-informed ZO of Zhao et al. (ICLR 2025,
+  :class:`~nevergrad_zonp.optimizers.hessian.HessianInformed`) with Adam, ``Q`` directions,
+  ``2 Q + 1`` queries per iteration; ``HiZOOPaper``: as published (plain SGD, one direction,
+  3 queries per iteration, a constant learning rate), whatever the task's ``Q``.
 - ``SNES``: separable NES with its standard population ``4 + floor(3 ln n)``.
 - ``CMA-ES``: :func:`~nevergrad_zonp.optimizers.cma_es` with population ``Q + 1``, full
   covariance up to :data:`FULL_CMA_MAX_DIMENSION` parameters, separable (diagonal) above;
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import typing as tp
 
@@ -46,6 +55,8 @@ from nevergrad.optimization import base
 from nevergrad_zonp.learned import LearnedZO
 from nevergrad_zonp.learned.rnn import weights_path
 from nevergrad_zonp.optimizers import NaturalEvolutionStrategy, ZerothOrder, cma_es
+from nevergrad_zonp.optimizers.hessian import HIZOO_PAPER, HessianInformed
+from nevergrad_zonp.optimizers.layered import LayeredPerturbation
 
 #: Largest dimension that gets full-covariance CMA-ES (O(n^2) memory, O(n^3) per update);
 #: beyond it the suite runs the diagonal variant.
@@ -149,6 +160,29 @@ def _zeroth_order(sampler: str, update: str = "adam") -> Factory:
     return factory
 
 
+def _configured(configuration: tp.Type[base.ConfiguredOptimizer], **fixed: tp.Any) -> Factory:
+    """A factory of ``configuration`` given the task's ZO settings it accepts (``fixed`` ones win)."""
+    accepted = set(inspect.signature(configuration.__init__).parameters) - {"self"}
+
+    def factory(
+        num_directions: int, step_size: float, dimension: int, zo_settings: tp.Mapping[str, tp.Any]
+    ) -> base.ConfiguredOptimizer:
+        settings = {key: value for key, value in zo_settings.items() if key in accepted}
+        settings.update(num_directions=num_directions, lr=step_size)
+        return configuration(**{**settings, **fixed})
+
+    return factory
+
+
+def _accepted_by(configuration: tp.Type[base.ConfiguredOptimizer]) -> tp.Callable[[str], bool]:
+    accepted = set(inspect.signature(configuration.__init__).parameters) - {"self"}
+
+    def relevant(key: str) -> bool:
+        return key in accepted
+
+    return relevant
+
+
 #: The task settings the learned optimizer reads (the rest configure Adam, schedules, the Fisher).
 LEARNED_SETTINGS = frozenset({"mu", "max_block_size", "block_selection"})
 
@@ -243,6 +277,10 @@ METHODS: dict[str, Method] = {
                _weights_fingerprint("attack_digits")),
         Method("ZOL2L-equalization", _learned(True, "equalization"), "update_scale", _learned_settings,
                _weights_fingerprint("equalization")),
+        Method("LPP", _configured(LayeredPerturbation), "lr", _accepted_by(LayeredPerturbation), gaussian_directions=True),
+        Method("HiZOO", _configured(HessianInformed), "lr", _accepted_by(HessianInformed), gaussian_directions=True),
+        Method("HiZOOPaper", _configured(HessianInformed, **HIZOO_PAPER), "lr", _accepted_by(HessianInformed),
+               gaussian_directions=True),
         Method("SNES", _snes, "sigma0", _none),
         Method("CMA-ES", _cma, "sigma0", _none),
         Method("NGOpt", _ngopt, None, _none, _ngopt_fingerprint, run_info=ngopt_choice,

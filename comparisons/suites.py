@@ -36,6 +36,7 @@ from nevergrad_zonp.tasks.cifar import cifar10_task
 from nevergrad_zonp.tasks.copying import copying_task
 from nevergrad_zonp.tasks.equalization import equalization_task
 from nevergrad_zonp.tasks.images import digits_task, mnist_task
+from nevergrad_zonp.tasks.onn import onn_classifier_task
 
 from .methods import METHODS
 
@@ -417,10 +418,62 @@ def update_rule_suite() -> Suite:
     )
 
 
+#: The methods the ``frontier`` suite adds to the ``standard`` suite's tasks.
+FRONTIER_METHODS = ("NGOpt", "LPP", "HiZOO")
+#: The methods of the ``frontier`` suite's optical image classifier (those of the AAAI 2025 Table 3, and ZONP).
+ONN_METHODS = ("ZONP", "LPP", "ZOco", "ZOI", "CMA-ES")
+
+
+def onn_task(k: int = 16) -> TaskSpec:
+    """The AAAI 2025 optical image classifier (:func:`~nevergrad_zonp.tasks.onn.onn_classifier_task`) on the embedded digits.
+
+    ``K = 16`` (752 parameters, 2 blocks of 376), 10 epochs of backprop pretraining on the
+    ideal model (the paper's ``epochs_bp``), then ZO on the chip at Q = 10 for 30,000 queries,
+    mini-batches of 100; ZONP refreshes a block's Fisher at its first use and every 300 uses
+    (10 refreshes of 377 queries, 12.6 % of the budget).
+    """
+    return TaskSpec(
+        name=f"onn{k}",
+        build=onn_classifier_task,
+        kwargs={"k": k},
+        pretrain_epochs=10,
+        zo_settings={"fisher_period": 300, "fisher_refresh": "per_block"},
+        budget=30_000,
+        methods=ONN_METHODS,
+    )
+
+
+def frontier_suite() -> Suite:
+    """ZONP against the strongest alternatives: NGOpt, LPP (AAAI 2025) and HiZOO (ICLR 2025).
+
+    The ``standard`` suite's three tasks (equalization chip, copying chip, digits CNN) with
+    its settings, budgets, grids and tuning rule, NGOpt, LPP and HiZOO added to its methods,
+    on the standard suite's held-out seeds 5-9 (those its stored runs reproduce with the
+    current task code): put this suite in the ``standard`` suite's folder, or copy those runs
+    into its own, and the runs of ZONP and the baselines are reused.  Plus the AAAI 2025
+    optical image classifier (:func:`onn_task`) with ZONP, LPP, ZO-co, ZO-I and CMA-ES (new
+    runs, the directions from the package's default stream).  NGOpt has no step size and is
+    not tuned.
+    """
+    standard = standard_suite()
+    tasks = tuple(
+        dataclasses.replace(task, methods=("ZONP", *BASELINES, *FRONTIER_METHODS)) for task in standard.tasks
+    )
+    return dataclasses.replace(
+        standard,
+        name="frontier",
+        tasks=(*tasks, onn_task()),
+        methods=("ZONP", *BASELINES, *FRONTIER_METHODS),
+        seeds=(5, 6, 7, 8, 9),
+        seed_groups={},
+    )
+
+
 #: Built-in suites by name; each is a function of the local data paths it may need.
 SUITES: dict[str, tp.Callable[..., Suite]] = {
     "quick": quick_suite,
     "standard": standard_suite,
     "paper": paper_suite,
     "update-rule": update_rule_suite,
+    "frontier": frontier_suite,
 }

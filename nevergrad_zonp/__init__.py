@@ -1,7 +1,7 @@
 """nevergrad-zonp: zeroth-order training of black-box neural networks for Nevergrad.
 
 Importing the package registers ``ZONP``, ``ZONPPaper``, ``ZOI``, ``ZOco``, ``ZOSGD``, ``ZOSignSGD``,
-``SNES``, ``XNES`` and the learned optimizers ``ZOL2L`` and ``ZOL2LNoQuery`` in
+``LPP``, ``HiZOO``, ``HiZOOPaper``, ``SNES``, ``XNES`` and the learned optimizers ``ZOL2L`` and ``ZOL2LNoQuery`` in
 ``nevergrad.optimizers.registry`` (the list is :data:`NAMES`).
 """
 
@@ -13,8 +13,13 @@ from .optimizers import (
     ZOI,
     ZONP,
     ZONPPaper,
+    LPP,
     FlatQueriesWarning,
+    HessianInformed,
+    HiZOO,
     InvalidQueryWarning,
+    LayeredPerturbation,
+    LayeredPerturbationsInactiveWarning,
     NaturalPerturbationsInactiveWarning,
     UntoldQueriesWarning,
     ZerothOrder,
@@ -34,6 +39,10 @@ __all__ = [
     "ZOI",
     "ZOco",
     "ZerothOrder",
+    "LPP",
+    "HiZOO",
+    "LayeredPerturbation",
+    "HessianInformed",
     "ZOL2L",
     "ZOL2LNoQuery",
     "LearnedZO",
@@ -50,6 +59,7 @@ __all__ = [
     "FlatQueriesWarning",
     "UntoldQueriesWarning",
     "NaturalPerturbationsInactiveWarning",
+    "LayeredPerturbationsInactiveWarning",
     "TrainedSettingsWarning",
 ]
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ from torch import nn
 from ..losses import Loss, Metric
 from ..optimizers.resources import available_memory_bytes
 from .._checks import check_integer
+from .layered import LayeredModel
 from .hardware import HardwareAdapter
 
 
@@ -61,6 +62,9 @@ class ModelAdapter(HardwareAdapter):
     parameters: names (from ``model.named_parameters()``) of the parameters to optimize;
         default: every parameter with ``requires_grad``.  The others stay fixed.
     settings_per_call: most parameter settings evaluated in one vmapped forward (an integer >= 1).
+    ideal: the error-free twin of ``model`` (same parameter names and shapes), where LPP's
+        layered Fisher is evaluated (:meth:`layer_fisher`); default: ``model`` itself.
+        :meth:`from_task` passes the task's ideal model when it trains the chip.
 
     Faults of a vmapped forward fall back to one setting at a time for that call only,
     unless they prove the module cannot run under ``torch.vmap`` (see the module's docstring).
@@ -79,9 +83,12 @@ class ModelAdapter(HardwareAdapter):
         seed: int = 0,
         settings_per_call: int = 32,
         penalty: tp.Optional[tp.Callable[[torch.Tensor], torch.Tensor]] = None,
+        ideal: tp.Optional[nn.Module] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if ideal is not None and not isinstance(ideal, nn.Module):
+            raise TypeError(f"ideal must be a torch.nn.Module or None, got {type(ideal).__name__}")
         self.settings_per_call = check_integer("settings_per_call", settings_per_call, 1, whole=True)
         named = dict(model.named_parameters())
         if isinstance(parameters, str):
@@ -99,6 +106,13 @@ class ModelAdapter(HardwareAdapter):
         if complex_names:
             raise TypeError(f"complex parameters are not supported (optimize real and imaginary parts): {complex_names}")
         self.model = model.eval()
+        if ideal is not None:
+            twin = dict(ideal.named_parameters())
+            mismatched = [name for name in names if name not in twin or twin[name].shape != named[name].shape]
+            if mismatched:
+                raise ValueError(f"ideal model lacks the parameters {mismatched} of the model (same names and shapes needed)")
+        self.ideal = self.model if ideal is None else ideal.eval()
+        self._layered: tp.Optional[LayeredModel] = None
         self.device = named[names[0]].device
         self.names = names
         self._shapes = [tuple(named[name].shape) for name in names]
@@ -140,8 +154,30 @@ class ModelAdapter(HardwareAdapter):
         if model is None:
             raise ValueError(f"task {task.name!r} has no chip model; use on='model'")
         return cls(
-            model, task.train, output=task.output, loss=task.loss, batch_size=batch_size, metrics=task.metrics, seed=seed
+            model, task.train, output=task.output, loss=task.loss, batch_size=batch_size, metrics=task.metrics, seed=seed,
+            ideal=task.model,
         )
+
+    # ----- LPP's layered Fisher (on the ideal model; no query) ---------------------------
+    def layered_model(self) -> LayeredModel:
+        """The layers of the ideal model and their Fishers (:class:`~nevergrad_zonp.adapters.layered.LayeredModel`)."""
+        if self._layered is None:
+            tensors = self.batches.tensors
+            inputs = tensors[0] if tensors is not None else self.batches.batch(0)[0]
+            sample = inputs[:2] if isinstance(inputs, torch.Tensor) else inputs
+            with self._module_lock:
+                self._layered = LayeredModel(self.ideal, self.names, self._offsets, _to_device(sample, self.device))
+        return self._layered
+
+    def layer_spans(self) -> tp.List[tp.Tuple[int, int]]:
+        """``[start, stop)`` of each layer of the ideal model that has its own Fisher (LPP), in order."""
+        return self.layered_model().spans
+
+    def layer_fisher(self, theta: tp.Any, layer: int, *, inputs: int = 100, draws: int = 100, seed: int = 0) -> np.ndarray:
+        """LPP's Fisher of layer ``layer`` at the parameter vector ``theta``, on the ideal model; counts no query."""
+        vector = self._as_vector(theta)
+        with self._module_lock:
+            return self.layered_model().fisher(vector, layer, inputs=inputs, draws=draws, seed=seed)
 
     def load(self, candidate: tp.Any) -> None:
         """Writes a recommendation (or a parameter vector) into the module's parameters."""
