@@ -31,7 +31,7 @@ LAYERS: tp.Tuple[tp.Tuple[str, tp.Tuple[str, ...]], ...] = (
     ("adapters", ("adapters",)),
     ("tasks", ("tasks",)),
     ("the learned optimizer", ("learned",)),
-    ("the vectorized loop and the test functions", ("vectorized", "functions")),
+    ("the vectorized loop, the test functions and Nevergrad's benchmark", ("vectorized", "functions", "ngbench", "ngbench_experiments")),
     ("the package's front (its __init__)", ("",)),
 )
 #: Parts that may import only these modules of the optimizers package: its shared parts, not

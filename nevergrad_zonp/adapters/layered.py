@@ -56,7 +56,8 @@ class LayeredModel:
     small batch of the network's inputs, run once to record each module's input shape.
     ``layer_types``: the module classes that get a Fisher (default: see the module
     docstring).  A module whose parameters are not all optimized, or that the forward pass
-    does not call, gets none.
+    does not call, gets none (a mesh the network uses through its ``unitary()`` takes
+    complex fields on its ports).
     """
 
     def __init__(
@@ -86,9 +87,11 @@ class LayeredModel:
         self.layers: tp.List[Layer] = []
         self.modules: tp.List[nn.Module] = []
         for name in chosen:
+            module = candidates[name]
+            if name not in seen and isinstance(module, ClementsMesh):  # used through unitary(): fields on its ports
+                seen[name] = ((module.ports,), True)
             if name not in seen:
                 continue
-            module = candidates[name]
             own = list(module.named_parameters(recurse=False))
             full = [f"{name}.{local}" if name else local for local, _ in own]
             start = min(where[n][0] for n in full)
@@ -143,8 +146,8 @@ class LayeredModel:
         total = np.zeros((size, size))
         for begin in range(0, inputs, chunk):
             grads = per_input(flat, samples[begin : begin + chunk], perturbations[begin : begin + chunk])
-            grads = grads.reshape(-1, size).double()
-            total += (grads.T @ grads).numpy()
+            grads = grads.reshape(-1, size).float()
+            total += (grads.T @ grads).double().numpy()
         return total / (inputs * draws)
 
 

@@ -5,19 +5,24 @@ ICML 2025, Algorithm 1):
 
 1. choose a block ``b`` of ``n`` contiguous coordinates (uniformly at random, or cyclically);
 2. let the Fisher schedule (ZO-NP only, :mod:`.fisher_schedule`) refresh a block's Fisher
-   from the output oracle if one is due;
+   from the output oracle if one is due, and a curvature source (LPP, :mod:`.layered`)
+   refresh what the block's draws need;
 3. draw ``Q`` directions ``u_q`` from the sampler (:mod:`.samplers`, or the QueryRNN);
-4. ask ``Q + 1`` candidates: the iterate and the iterate displaced by ``mu / sqrt(n) * u_q``
-   in the block, all on mini-batch ``k``;
-5. once the ``Q + 1`` losses are told (in any order), form
-   ``g = (lam / Q) sum_q (l_q - l_0) / (mu / sqrt(n)) u_q`` (:func:`.estimator.zo_gradient`)
-   and step the block by the update rule (:mod:`.estimator`, or the UpdateRNN), scaled by
-   the learning-rate schedule and the block's recovery scale (:mod:`.recovery`).
+4. ask the query design's candidates (:mod:`.queries`): the iterate and the iterate
+   displaced by ``mu / sqrt(n) * u_q`` in the block (``Q + 1``; two-sided: ``+-u_q``,
+   ``2 Q + 1``), all on mini-batch ``k``;
+5. once they are all told (in any order), form the design's estimate, for the forward
+   difference ``g = (lam / Q) sum_q (l_q - l_0) / (mu / sqrt(n)) u_q``
+   (:func:`.estimator.zo_gradient`), and step the block by the update rule
+   (:mod:`.estimator`, or the UpdateRNN), scaled by the learning-rate schedule and the
+   block's recovery scale (:mod:`.recovery`).
 
-The parts (:mod:`.parts`): a **sampler**, an **update rule** and an optional **Fisher
-schedule**, built by the configuration (:class:`~nevergrad_zonp.ZerothOrder`,
-:class:`~nevergrad_zonp.learned.LearnedZO`), plus the loop's own **recovery**
-(:mod:`.recovery`) and, on a mixed parametrization, **discrete probes** (:mod:`.probes`).
+The parts (:mod:`.parts`): a **sampler**, an **update rule**, a **query design** and an
+optional **Fisher schedule** or **curvature source**, built by the configuration
+(:class:`~nevergrad_zonp.ZerothOrder`, :class:`~.layered.LayeredPerturbation`,
+:class:`~.hessian.HessianInformed`, :class:`~nevergrad_zonp.learned.LearnedZO`), plus the
+loop's own **recovery** (:mod:`.recovery`) and, on a mixed parametrization, **discrete
+probes** (:mod:`.probes`).
 Each holds its own state and pickles with the optimizer.
 
 Two doors lead into the loop: Nevergrad's per-candidate ``ask``/``tell`` and the
@@ -370,6 +375,16 @@ class ZerothOrderLoop(CheckedOptimizer):
         if left is not None and left <= 0 and not self._iterations and not np.array_equal(anchor, self._x):
             return self._x.copy()
         return anchor.copy()
+
+    def stop_at_budget(self, stop: bool = True) -> None:
+        """Whether an ask raises ``NevergradEarlyStopping`` once the budget, Fisher queries included, is spent.
+
+        ``minimize`` sets it for its own loop.  Set it before a loop that drives the optimizer
+        with Nevergrad's base ``Optimizer.minimize`` (Nevergrad's benchmark does), which
+        otherwise counts asks only and lets ZO-NP's Fisher queries come on top of the budget.
+        Not kept by pickling.
+        """
+        self._stop_at_budget = bool(stop)
 
     def minimize(self, objective_function: tp.Callable[..., tp.Loss], *args: tp.Any, **kwargs: tp.Any) -> p.Parameter:
         """Nevergrad's ``minimize``, attaching ``objective_function`` first if it is an output oracle.
