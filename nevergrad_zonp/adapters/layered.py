@@ -55,8 +55,9 @@ class LayeredModel:
     the flat vector (``offsets[i]:offsets[i + 1]`` for ``names[i]``).  ``sample_inputs``: a
     small batch of the network's inputs, run once to record each module's input shape.
     ``layer_types``: the module classes that get a Fisher (default: see the module
-    docstring).  A module whose parameters are not all optimized, or that the forward pass
-    does not call, gets none (a mesh the network uses through its ``unitary()`` takes
+    docstring).  A module whose parameters are not all optimized, that the forward pass
+    does not call, or whose input is not floating point or complex (an embedding's indices)
+    gets none (a mesh the network uses through its ``unitary()`` takes
     complex fields on its ports).
     """
 
@@ -177,8 +178,10 @@ def _input_signatures(
     for name, module in modules.items():
 
         def hook(_module: nn.Module, args: tp.Tuple[tp.Any, ...], name: str = name) -> None:
-            if name not in seen and args and isinstance(args[0], torch.Tensor) and args[0].ndim >= 1:
-                seen[name] = (tuple(args[0].shape[1:]), bool(args[0].is_complex()))
+            first = args[0] if args else None
+            # a layer takes fields or activations: a module fed indices (an embedding) keeps isotropic directions
+            if name not in seen and isinstance(first, torch.Tensor) and first.ndim >= 1 and (first.is_floating_point() or first.is_complex()):
+                seen[name] = (tuple(first.shape[1:]), bool(first.is_complex()))
 
         handles.append(module.register_forward_pre_hook(hook))
     try:

@@ -24,6 +24,8 @@ the paper's equations, which smooth the inverse covariance.
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import typing as tp
 
 import numpy as np
@@ -54,6 +56,7 @@ class HessianSampler:
         self.normalize = normalize
         self.stream = NormalStream(stream)
         self.num_updates = 0
+        self.last_curvature: tp.Optional[np.ndarray] = None
 
     def draw(self, rng: np.random.RandomState, block: int, start: int, stop: int, num: int) -> np.ndarray:
         """``(num, n)`` directions ``D^-1/2 z`` of the block (``z`` normalised to ``sqrt(n)`` if configured)."""
@@ -63,7 +66,9 @@ class HessianSampler:
         noise = np.asarray(self.stream.source(rng).normal(size=(num, size)), dtype=np.float64)
         if self.normalize:
             noise = normalised(noise, size)
-        return noise / np.sqrt(self.curvature[start:stop])
+        curvature = self.curvature[start:stop].copy()
+        self.last_curvature = curvature  # the D of this draw (the design keeps it until the draw is told)
+        return noise / np.sqrt(curvature)
 
     def restricted(self, directions: np.ndarray, continuous: np.ndarray) -> np.ndarray:
         """``directions`` with the discrete coordinates zeroed."""
@@ -80,12 +85,24 @@ class HessianSampler:
         return np.diag(1.0 / self.curvature[start : start + size])
 
     def update(
-        self, start: int, stop: int, base_loss: float, plus: np.ndarray, minus: np.ndarray, noise: np.ndarray, step: float
+        self,
+        start: int,
+        stop: int,
+        base_loss: float,
+        plus: np.ndarray,
+        minus: np.ndarray,
+        noise: np.ndarray,
+        step: float,
+        at_draw: tp.Optional[np.ndarray] = None,
     ) -> bool:
-        """Step 2 of the module docstring on ``[start, stop)``; ``False`` (and nothing changed) for a non-finite estimate."""
+        """Step 2 of the module docstring on ``[start, stop)``; ``False`` (and nothing changed) for a non-finite estimate.
+
+        ``at_draw``: the ``D`` the directions were drawn with (default: the current one).
+        """
         second = np.abs(plus + minus - 2.0 * base_loss) / (2.0 * step * step)
         current = self.curvature[start:stop]
-        estimate = current * ((second @ (noise * noise)) / len(second))
+        scale = current if at_draw is None else at_draw
+        estimate = scale * ((second @ (noise * noise)) / len(second))
         if not np.all(np.isfinite(estimate)):
             return False
         blended = (1.0 - self.smoothing) * current + self.smoothing * estimate
@@ -95,10 +112,32 @@ class HessianSampler:
 
 
 class HessianInformedDifference(CentralDifference):
-    """The two-sided design whose estimate first updates the sampler's curvature (steps 2-3 of the module docstring)."""
+    """The two-sided design whose estimate first updates the sampler's curvature (steps 2-3 of the module docstring).
+
+    ``z_q`` is recovered from a told direction ``u_q = D^-1/2 z_q`` with the ``D`` it was
+    drawn with, which the design keeps from the draw to the tell (an iteration asked ahead,
+    with several workers, was drawn before the curvature moved on).
+    """
+
+    #: draws remembered until their tell (more open iterations than that fall back to the current ``D``)
+    REMEMBERED = 1024
 
     def __init__(self, sampler: HessianSampler) -> None:
         self.sampler = sampler
+        self._drawn: "collections.OrderedDict[bytes, np.ndarray]" = collections.OrderedDict()
+
+    @staticmethod
+    def _key(row: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest()
+
+    def rows(self, directions: np.ndarray) -> np.ndarray:
+        curvature = self.sampler.last_curvature
+        if curvature is not None and len(directions) and directions.shape[1] == len(curvature):
+            for row in directions:
+                self._drawn[self._key(row)] = curvature
+            while len(self._drawn) > self.REMEMBERED:
+                self._drawn.popitem(last=False)
+        return super().rows(directions)
 
     def estimate(
         self, base_loss: float, losses: np.ndarray, rows: np.ndarray, step: float, lam: float, block: int, start: int, stop: int
@@ -106,8 +145,12 @@ class HessianInformedDifference(CentralDifference):
         plus, minus, directions = self.split(losses, rows)
         if not len(plus):
             raise ValueError("at least one pair of perturbed losses is needed")
-        noise = directions * np.sqrt(self.sampler.curvature[start:stop])  # z_q, the draws before the scaling
-        self.sampler.update(start, stop, base_loss, plus, minus, noise, step)
+        drawn = [self._drawn.pop(self._key(row), None) for row in directions]
+        at_draw = next((curvature for curvature in drawn if curvature is not None), None)
+        if at_draw is None:  # (a direction changed after its draw, e.g. by a mixed parametrization's probe)
+            at_draw = self.sampler.curvature[start:stop].copy()
+        noise = directions * np.sqrt(at_draw)  # z_q, the draws before the scaling
+        self.sampler.update(start, stop, base_loss, plus, minus, noise, step, at_draw)
         slopes = (plus - minus) / (2 * step)
         return (lam / len(plus)) * (slopes @ noise) / np.sqrt(self.sampler.curvature[start:stop])
 

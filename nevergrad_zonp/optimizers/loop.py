@@ -503,7 +503,7 @@ class ZerothOrderLoop(CheckedOptimizer):
         probe = None
         if self._probes is not None:
             directions, probe = self._probes.directions(
-                parts.sampler, rng, key, start, stop, directions, self._step_size(stop - start)
+                parts.sampler, rng, key, start, stop, directions, self._step_size(stop - start), parts.queries.per_direction
             )
         ### 4. the record of its queries
         iteration = OpenIteration(

@@ -40,18 +40,21 @@ class DiscreteProbes:
         stop: int,
         directions: np.ndarray,
         step: float,
+        per_direction: int = 1,
     ) -> tp.Tuple[np.ndarray, tp.Optional[Probe]]:
         """Iteration ``key``'s ``directions`` on block ``[start, stop)`` kept off its discrete coordinates, and its probe.
 
         ``step`` is the displacement per unit of direction (``mu / sqrt(n)``): the probe's
-        direction is its displacement divided by it.
+        direction is its displacement divided by it.  ``per_direction``: rows per drawn
+        direction (2 for two-sided queries); an iteration of a single direction probes every
+        other time, so that the others keep their estimate.
         """
         mask = self.continuous[start:stop]
         directions = directions.copy()
         if not mask.all():
             directions = sampler.restricted(directions, mask)
         discrete = np.flatnonzero(~mask)
-        if not len(discrete) or not len(directions) or (len(directions) == 1 and key % 2 == 0):
+        if not len(discrete) or not len(directions) or (len(directions) == per_direction and key % 2 == 0):
             return directions, None
         coordinate = start + int(discrete[rng.randint(len(discrete))])
         displacement = float(self.reach[coordinate] * (1.0 if rng.rand() < 0.5 else -1.0))
