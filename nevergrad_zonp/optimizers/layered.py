@@ -27,13 +27,12 @@ import warnings
 import numpy as np
 from nevergrad.optimization import base
 
-from .._checks import check_choice, check_flag, check_fraction, check_integer, check_positive
+from .._checks import check_fraction, check_integer, check_positive
 from .blocks import block_bounds
-from .estimator import UPDATE_RULES
 from .loop import ZerothOrderLoop
 from .parts import LoopParts
-from .samplers import DIRECTION_STREAMS, NormalStream, normalised
-from .zeroth_order import BLOCK_SELECTIONS, LR_SCHEDULES, apply_oracle_defaults, default_lr
+from .samplers import NormalStream, normalised
+from .zeroth_order import apply_oracle_defaults, check_loop_settings, loop_parts
 
 
 class LayeredPerturbationsInactiveWarning(UserWarning):
@@ -229,16 +228,12 @@ class LayeredPerturbation(base.ConfiguredOptimizer):
         layer_draws: int = 100,
     ) -> None:
         config = dict(locals())
-        self.num_directions = check_integer("num_directions", num_directions)
-        self.lr = check_positive("lr", lr, optional=True)
-        self.mu = check_positive("mu", mu)
+        check_loop_settings(
+            self, num_directions=num_directions, lr=lr, mu=mu, max_block_size=max_block_size,
+            block_selection=block_selection, normalize=normalize, lr_schedule=lr_schedule, update=update,
+            direction_stream=direction_stream,
+        )
         self.rho = check_positive("rho", rho)
-        self.max_block_size = check_integer("max_block_size", max_block_size)
-        self.block_selection = check_choice("block_selection", block_selection, BLOCK_SELECTIONS)
-        self.normalize = check_flag("normalize", normalize)
-        self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES, optional=True)
-        self.update = check_choice("update", update, UPDATE_RULES)
-        self.direction_stream = check_choice("direction_stream", direction_stream, DIRECTION_STREAMS)
         self.layer_period = check_integer("layer_period", layer_period)
         self.layer_smoothing = check_fraction("layer_smoothing (alpha)", layer_smoothing, zero=False)
         self.layer_inputs = check_integer("layer_inputs", layer_inputs)
@@ -249,16 +244,8 @@ class LayeredPerturbation(base.ConfiguredOptimizer):
         """The loop's parts: the layered sampler, its Fisher schedule, the update rule."""
         bounds = block_bounds(dimension, self.max_block_size)
         sampler = LayeredSampler(bounds, self.rho, self.layer_smoothing, normalize=self.normalize, stream=self.direction_stream)
-        return LoopParts(
-            num_directions=self.num_directions,
-            mu=self.mu,
-            bounds=bounds,
-            block_selection=self.block_selection,
-            sampler=sampler,
-            update=UPDATE_RULES[self.update](dimension, len(bounds) - 1, default_lr(self.lr, self.update)),
-            lr_schedule="constant" if self.lr_schedule is None else self.lr_schedule,
-            curvature=LayeredSchedule(sampler, self.layer_period, self.layer_inputs, self.layer_draws),
-        )
+        schedule = LayeredSchedule(sampler, self.layer_period, self.layer_inputs, self.layer_draws)
+        return loop_parts(self, dimension, bounds, sampler, curvature=schedule)
 
     def oracle_defaults(self, parts: LoopParts) -> None:
         """As :meth:`ZerothOrder.oracle_defaults <nevergrad_zonp.ZerothOrder.oracle_defaults>`."""

@@ -164,22 +164,18 @@ class ZerothOrder(base.ConfiguredOptimizer):
     ) -> None:
         config = dict(locals())
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
-        self.num_directions = check_integer("num_directions", num_directions)
-        self.lr = check_positive("lr", lr, optional=True)
-        self.mu = check_positive("mu", mu)
+        check_loop_settings(
+            self, num_directions=num_directions, lr=lr, mu=mu, max_block_size=max_block_size,
+            block_selection=block_selection, normalize=normalize, lr_schedule=lr_schedule, update=update,
+            direction_stream=direction_stream,
+        )
         self.rho = check_positive("rho", rho)
-        self.max_block_size = check_integer("max_block_size", max_block_size)
         self.fisher_period = check_integer("fisher_period", fisher_period)
         self.fd_step = check_positive("fd_step", fd_step)
         self.smoothing = check_fraction("smoothing (alpha)", smoothing, zero=False)
-        self.block_selection = check_choice("block_selection", block_selection, BLOCK_SELECTIONS)
-        self.normalize = check_flag("normalize", normalize)
-        self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES, optional=True)
         self.fisher_refresh = check_choice("fisher_refresh", fisher_refresh, FISHER_REFRESHES)
         self.fisher_rank = check_integer("fisher_rank", fisher_rank, optional=True)
         self.fisher_storage = check_choice("fisher_storage", fisher_storage, STORAGE_DTYPES)
-        self.update = check_choice("update", update, UPDATE_RULES)
-        self.direction_stream = check_choice("direction_stream", direction_stream, DIRECTION_STREAMS)
         super().__init__(ZerothOrderLoop, config, as_config=True)
 
     def build_parts(self, dimension: int, budget: tp.Optional[int]) -> LoopParts:
@@ -188,7 +184,6 @@ class ZerothOrder(base.ConfiguredOptimizer):
         Raises ``MemoryError`` when ZO-NP's stored Fisher factors would not fit in memory.
         """
         bounds = block_bounds(dimension, self.max_block_size)
-        num_blocks = len(bounds) - 1
         sampler: tp.Union[NaturalSampler, IsotropicSampler, CoordinateSampler]
         fisher = None
         if self.sampler == "natural":
@@ -206,20 +201,50 @@ class ZerothOrder(base.ConfiguredOptimizer):
             sampler = IsotropicSampler(normalize=self.normalize, stream=self.direction_stream)
         else:
             sampler = CoordinateSampler(normalize=self.normalize)
-        return LoopParts(
-            num_directions=self.num_directions,
-            mu=self.mu,
-            bounds=bounds,
-            block_selection=self.block_selection,
-            sampler=sampler,
-            update=UPDATE_RULES[self.update](dimension, num_blocks, default_lr(self.lr, self.update)),
-            fisher=fisher,
-            lr_schedule=DEFAULT_SCHEDULE if self.lr_schedule is None else self.lr_schedule,
-        )
+        return loop_parts(self, dimension, bounds, sampler, fisher=fisher)
 
     def oracle_defaults(self, parts: LoopParts) -> None:
         """The defaults for a network's parameters, once an output oracle is attached (settings left at ``None``)."""
         apply_oracle_defaults(parts, self.lr, self.update, self.lr_schedule)
+
+
+def check_loop_settings(
+    configuration: tp.Any,
+    *,
+    num_directions: int,
+    lr: tp.Optional[float],
+    mu: float,
+    max_block_size: int,
+    block_selection: str,
+    normalize: bool,
+    lr_schedule: tp.Optional[str],
+    update: str,
+    direction_stream: str,
+) -> None:
+    """Checks the settings every configuration of the loop shares and sets them on ``configuration``."""
+    configuration.num_directions = check_integer("num_directions", num_directions)
+    configuration.lr = check_positive("lr", lr, optional=True)
+    configuration.mu = check_positive("mu", mu)
+    configuration.max_block_size = check_integer("max_block_size", max_block_size)
+    configuration.block_selection = check_choice("block_selection", block_selection, BLOCK_SELECTIONS)
+    configuration.normalize = check_flag("normalize", normalize)
+    configuration.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES, optional=True)
+    configuration.update = check_choice("update", update, UPDATE_RULES)
+    configuration.direction_stream = check_choice("direction_stream", direction_stream, DIRECTION_STREAMS)
+
+
+def loop_parts(configuration: tp.Any, dimension: int, bounds: tp.Any, sampler: tp.Any, **more: tp.Any) -> LoopParts:
+    """The parts of a configuration with the shared settings (:func:`check_loop_settings`): its sampler, ``more`` parts."""
+    return LoopParts(
+        num_directions=configuration.num_directions,
+        mu=configuration.mu,
+        bounds=bounds,
+        block_selection=configuration.block_selection,
+        sampler=sampler,
+        update=UPDATE_RULES[configuration.update](dimension, len(bounds) - 1, default_lr(configuration.lr, configuration.update)),
+        lr_schedule=DEFAULT_SCHEDULE if configuration.lr_schedule is None else configuration.lr_schedule,
+        **more,
+    )
 
 
 def default_lr(lr: tp.Optional[float], update: str) -> float:
