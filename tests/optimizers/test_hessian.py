@@ -171,7 +171,7 @@ def test_defaults_and_parts():
     opt = HessianInformed()(parametrization=seeded(np.zeros(1030)), budget=100)
     assert isinstance(opt.sampler, HessianSampler) and isinstance(opt._parts.queries, HessianInformedDifference)
     assert opt._parts.queries.sampler is opt.sampler
-    assert opt.sampler.smoothing == DEFAULT_HESSIAN_SMOOTHING == 1e-2
+    assert opt.sampler.smoothing == DEFAULT_HESSIAN_SMOOTHING == 1e-6
     assert isinstance(opt.update_rule, BlockAdam)
     assert opt.iteration_size == 21 and opt.num_blocks == 3  # Q = 10, N_max = 512
     np.testing.assert_array_equal(opt.sampling_covariance(0), np.eye(344))
