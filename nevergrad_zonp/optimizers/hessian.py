@@ -159,7 +159,7 @@ class HessianInformedDifference(CentralDifference):
 #: a large ``alpha`` makes ``D`` grow geometrically wherever ``|l+ + l- - 2 l0| / (2 h^2) z^2 > 1``:
 #: on the copying chip ``alpha = 1e-2`` took ``D`` to 1e8 (median) within 2,000 queries and the
 #: runs diverged, ``1e-4`` to 1.5 and growing, ``1e-6`` kept it within 4 % of 1
-#: (docs/results/frontier.md).
+#: (docs/results/frontier.md; ``comparisons/hizoo_smoothing.py``).
 DEFAULT_HESSIAN_SMOOTHING = 1e-6
 
 
