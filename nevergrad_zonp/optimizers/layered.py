@@ -31,7 +31,7 @@ from .._checks import check_fraction, check_integer, check_positive
 from .blocks import block_bounds
 from .loop import ZerothOrderLoop
 from .parts import LoopParts
-from .samplers import NormalStream, normalised
+from .samplers import NormalStream, _GaussianDraws, normalised
 from .zeroth_order import apply_oracle_defaults, check_loop_settings, loop_parts
 
 
@@ -48,8 +48,12 @@ class LayeredOracle(tp.Protocol):
     def layer_fisher(self, theta: tp.Any, layer: int, *, inputs: int, draws: int, seed: int) -> np.ndarray: ...
 
 
-class LayeredSampler:
-    """Directions whose parts on each layer are drawn from ``N(0, Sigma_u)`` (module docstring), the rest ``N(0, I)``."""
+class LayeredSampler(_GaussianDraws):
+    """Directions whose parts on each layer are drawn from ``N(0, Sigma_u)`` (module docstring), the rest ``N(0, I)``.
+
+    Restricting to continuous coordinates and forgetting after a recovery (nothing: the
+    Fisher describes the ideal model, not the path) are the Gaussian samplers'.
+    """
 
     def __init__(
         self, bounds: np.ndarray, damping: float, smoothing: float, *, normalize: bool = True, stream: str = "torch"
@@ -121,14 +125,6 @@ class LayeredSampler:
             rms = np.sqrt(np.mean(part * part, axis=1, keepdims=True))
             directions[:, lo - start : hi - start] = part / np.maximum(rms, np.finfo(float).tiny)
         return normalised(directions, size) if self.normalize else directions
-
-    def restricted(self, directions: np.ndarray, continuous: np.ndarray) -> np.ndarray:
-        """``directions`` with the discrete coordinates zeroed, normalised again if configured."""
-        directions[:, ~continuous] = 0.0
-        return normalised(directions, directions.shape[1]) if self.normalize else directions
-
-    def reset(self, block: int, start: int, stop: int) -> None:
-        """Nothing to forget after a recovery (the Fisher describes the ideal model, not the path)."""
 
     def covariance(self, block: int, size: int) -> np.ndarray:
         """The covariance of the block's draws before the rescaling: the layers' marginals, ``I`` elsewhere."""

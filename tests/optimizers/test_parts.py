@@ -16,6 +16,8 @@ from nevergrad_zonp.learned.parts import LearnedHistory, QueryRNNSampler, Update
 from nevergrad_zonp.learned.rnn import query_rnn, update_rnn
 from nevergrad_zonp.optimizers.estimator import BlockAdam, BlockSGD, BlockSignSGD
 from nevergrad_zonp.optimizers.parts import Sampler, UpdateRule
+from nevergrad_zonp.optimizers.hessian import HessianSampler
+from nevergrad_zonp.optimizers.layered import LayeredSampler
 from nevergrad_zonp.optimizers.samplers import CoordinateSampler, IsotropicSampler, NaturalSampler
 
 BOUNDS = np.array([0, 5, 12])  # two blocks, of 5 and 7
@@ -30,6 +32,20 @@ def natural(**settings):
     return sampler
 
 
+def hessian():
+    sampler = HessianSampler(BOUNDS, smoothing=0.1, normalize=False)
+    sampler.curvature[:] = np.linspace(0.5, 2.0, DIMENSION)  # a curvature learned on the way
+    return sampler
+
+
+def layered():
+    sampler = LayeredSampler(BOUNDS, damping=0.1, smoothing=0.5)
+    sampler.set_layers([(3, 10)])  # one layer across the two blocks
+    jacobian = np.random.RandomState(1).normal(size=(7, 4))
+    assert sampler.update(0, jacobian @ jacobian.T)
+    return sampler
+
+
 SAMPLERS = {
     "isotropic": lambda: IsotropicSampler(),
     "isotropic-legacy-raw": lambda: IsotropicSampler(normalize=False, stream="legacy"),
@@ -37,6 +53,8 @@ SAMPLERS = {
     "natural": lambda: natural(),
     "natural-compact-float16": lambda: natural(rank=2, storage="float16"),
     "natural-legacy": lambda: natural(stream="legacy"),
+    "hessian": hessian,
+    "layered": layered,
     "query-rnn": lambda: QueryRNNSampler(query_rnn(0), LearnedHistory(DIMENSION), BOUNDS, use=True, probability=0.5),
     "query-rnn-off": lambda: QueryRNNSampler(query_rnn(0), LearnedHistory(DIMENSION), BOUNDS, use=False, probability=0.5),
 }
