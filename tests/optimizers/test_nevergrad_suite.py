@@ -26,7 +26,7 @@ import nevergrad_zonp
 
 NAMES = list(nevergrad_zonp.NAMES)
 RECORDED = Path(__file__).resolve().parents[1] / "recorded_recommendations.csv"
-ZO_NAMES = ("ZONP", "ZONPPaper", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD")
+ZO_NAMES = ("ZONP", "ZONPPaper", "ZOI", "ZOco", "ZOSGD", "ZOSignSGD", "LPP", "HiZOO", "HiZOOPaper")
 LEARNED_NAMES = ("ZOL2L", "ZOL2LNoQuery")
 
 
