@@ -142,8 +142,6 @@ class HessianInformedDifference(CentralDifference):
         self, base_loss: float, losses: np.ndarray, rows: np.ndarray, step: float, lam: float, block: int, start: int, stop: int
     ) -> np.ndarray:
         plus, minus, directions = self.split(losses, rows)
-        if not len(plus):
-            raise ValueError("at least one pair of perturbed losses is needed")
         drawn = [self._drawn.pop(self._key(row), None) for row in directions]
         at_draw = next((curvature for curvature in drawn if curvature is not None), None)
         if at_draw is None:  # (a direction changed after its draw, e.g. by a mixed parametrization's probe)

@@ -95,15 +95,14 @@ class CentralDifference:
 
     @staticmethod
     def split(losses: np.ndarray, rows: np.ndarray) -> tp.Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The losses at ``+u_q`` and ``-u_q`` and the directions ``u_q``."""
+        """The losses at ``+u_q`` and ``-u_q`` and the directions ``u_q`` (``ValueError`` without a pair)."""
         half = len(losses) // 2
+        if not half:
+            raise ValueError("at least one pair of perturbed losses is needed")
         return losses[:half], losses[half:], rows[:half]
 
     def estimate(
         self, base_loss: float, losses: np.ndarray, rows: np.ndarray, step: float, lam: float, block: int, start: int, stop: int
     ) -> np.ndarray:
         plus, minus, directions = self.split(losses, rows)
-        if not len(plus):
-            raise ValueError("at least one pair of perturbed losses is needed")
-        slopes = (plus - minus) / (2 * step)
-        return (lam / len(plus)) * (slopes @ directions)
+        return (lam / len(plus)) * (((plus - minus) / (2 * step)) @ directions)
