@@ -35,6 +35,7 @@ import functools
 import json
 import math
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .execution import STOP, Record, RunSpec, RunStopped, execute_run
 from .storage import CORRUPT_DIR, FAILED_DIR, PRETRAINED_DIR, RUNS_DIR, load_run, same_run, set_aside, write_atomic
@@ -110,15 +112,32 @@ def first_interrupt_only() -> tp.Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def worker_threads(workers: int, cores: int | None = None) -> int:
+    """Torch intra-op threads of each of ``workers`` processes: the machine's cores shared out, at least 1.
+
+    Each worker would otherwise start one thread per core, ``workers`` times as many threads
+    as cores in all; on a small machine that oversubscription made every run several times
+    slower.  The thread count does not change a run's numbers on the suites' tasks.
+    """
+    cores = os.cpu_count() if cores is None else cores
+    return max(1, (cores or 1) // max(1, workers))
+
+
+def _start_worker(threads: int) -> None:
+    """Initializer of a :func:`process_pool` worker: ignores SIGINT, sets torch's intra-op threads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
 def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    """``workers`` spawned processes that ignore SIGINT.
+    """``workers`` spawned processes that ignore SIGINT, each with :func:`worker_threads` torch threads.
 
     A terminal's Ctrl-C reaches the whole process group; the submitting process alone
     decides what an interrupt stops, and terminates the workers (:func:`stop_now`).
     """
     return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=signal.signal,
-        initargs=(signal.SIGINT, signal.SIG_IGN),
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+        initargs=(worker_threads(workers),),
     )
 
 

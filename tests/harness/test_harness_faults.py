@@ -388,6 +388,19 @@ def test_worker_processes_ignore_sigint_and_an_interrupt_terminates_them_at_once
     assert futures[-1].cancelled()
 
 
+def test_workers_share_the_cores_out_instead_of_each_starting_a_thread_per_core():
+    """``--workers N`` on C cores: C // N torch threads a worker (at least 1), so N workers never oversubscribe."""
+    assert dispatch.worker_threads(2, cores=2) == 1
+    assert dispatch.worker_threads(2, cores=16) == 8
+    assert dispatch.worker_threads(4, cores=2) == 1
+    assert dispatch.worker_threads(1, cores=3) == 3
+    pool = dispatch.process_pool(2)
+    try:
+        assert pool.submit(torch.get_num_threads).result(timeout=120) == dispatch.worker_threads(2)
+    finally:
+        pool.shutdown()
+
+
 def test_an_interrupted_suite_in_this_process_stops_its_running_run_at_its_next_iteration(tmp_path):
     """``run_suite`` from Python (a notebook): SIGINT raises ``SuiteInterrupted`` at once, the run in its thread stops soon after."""
     faults, out = tmp_path / "faults", tmp_path / "out"
