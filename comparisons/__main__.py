@@ -1,7 +1,7 @@
 """Command line of the comparison harness.
 
 ``python -m comparisons run --suite quick --out results/quick [--workers N]
-[--dask-scheduler ADDRESS] [--fashion-mnist PATH] [--cifar10 PATH] [--tasks NAME ...]
+[--dask-scheduler ADDRESS] [--mnist PATH] [--fashion-mnist PATH] [--cifar10 PATH] [--tasks NAME ...]
 [--methods NAME ...]`` runs a suite
 (resuming from the run files already in ``--out``), then writes its report;
 ``python -m comparisons report FOLDER`` rewrites the report of stored results.
@@ -31,10 +31,12 @@ from .dispatch import FailedRuns, SuiteInterrupted, first_interrupt_only
 from .execution import RunSpec
 from .report import ReportError, ReportWarning, write_report
 from .runner import run_suite
-from .suites import SUITES, Suite, paper_suite
+from .suites import SUITES, Suite, frontier_suite, paper_suite
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report a process ended by it.
 INTERRUPTED = 130
+#: The data-folder options and the suites that read them.
+DATA_OPTIONS = {"mnist": ("frontier",), "fashion_mnist": ("paper", "frontier"), "cifar10": ("paper",)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="folder of the results (created; existing runs are kept)")
     run.add_argument("--workers", type=int, default=1, help="parallel processes (concurrent.futures)")
     run.add_argument("--dask-scheduler", help="address of a Dask scheduler to run on instead of local processes")
-    run.add_argument("--fashion-mnist", help="folder of the FashionMNIST idx files (paper suite)")
+    run.add_argument("--mnist", help="folder of the MNIST idx files (frontier suite: its optical classifiers on MNIST)")
+    run.add_argument(
+        "--fashion-mnist", help="folder of the FashionMNIST idx files (paper suite; frontier suite: its optical classifiers)"
+    )
     run.add_argument("--cifar10", help="folder of CIFAR-10's python batches (paper suite)")
     run.add_argument("--tasks", nargs="+", metavar="TASK", help="run only these tasks of the suite (default: all)")
     run.add_argument("--methods", nargs="+", metavar="METHOD", help="run only these methods of the suite (default: all)")
@@ -84,8 +89,14 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
         if not _report(args.folder):
             raise SystemExit(1)
         return
+    for option, suites in DATA_OPTIONS.items():
+        if getattr(args, option) is not None and args.suite not in suites:
+            flag = "--" + option.replace("_", "-")
+            raise SystemExit(f"error: {flag} is read by the {' and '.join(suites)} suite(s) only, not by {args.suite!r}")
     if args.suite == "paper":
         suite = paper_suite(fashion_mnist=args.fashion_mnist, cifar10=args.cifar10)
+    elif args.suite == "frontier":
+        suite = frontier_suite(mnist=args.mnist, fashion_mnist=args.fashion_mnist)
     else:
         suite = SUITES[args.suite]()
     if args.tasks or args.methods:

@@ -424,18 +424,26 @@ FRONTIER_METHODS = ("NGOpt", "LPP", "HiZOO")
 ONN_METHODS = ("ZONP", "LPP", "ZOco", "ZOI", "CMA-ES")
 
 
-def onn_task(k: int = 16) -> TaskSpec:
-    """The AAAI 2025 optical image classifier (:func:`~nevergrad_zonp.tasks.onn.onn_classifier_task`) on the embedded digits.
+def onn_task(k: int = 16, path: str | os.PathLike[str] | None = None, fashion: bool = False) -> TaskSpec:
+    """The AAAI 2025 optical image classifier (:func:`~nevergrad_zonp.tasks.onn.onn_classifier_task`).
 
-    ``K = 16`` (752 parameters, 2 blocks of 376), 10 epochs of backprop pretraining on the
-    ideal model (the paper's ``epochs_bp``), then ZO on the chip at Q = 10 for 15,000 queries,
-    mini-batches of 100; ZONP refreshes a block's Fisher at its first use and every 300 uses
-    (6 refreshes of 377 queries, 15 % of the budget).
+    On the embedded digits by default, or on the MNIST (FashionMNIST if ``fashion``) idx files
+    in ``path`` (the task is then named ``onn16_mnist``, ``onn16_fashion_mnist``).  10 epochs
+    of backprop pretraining on the ideal model (the paper's ``epochs_bp``), then ZO on the
+    chip at Q = 10 for 15,000 queries, mini-batches of 100; ZONP refreshes a block's Fisher
+    at its first use and every 300 uses.  ``K = 16``: 752 parameters, 2 blocks of 376 (6
+    refreshes of 377 queries, 15 % of the budget); ``K = 32``: 3,040 parameters, 6 blocks of
+    507 (each refreshed once, at its first use: 3,048 queries, 20 % of the budget).
     """
+    kwargs: dict[str, tp.Any] = {"k": k}
+    suffix = ""
+    if path is not None:
+        kwargs.update(path=str(path), fashion=fashion)
+        suffix = "_fashion_mnist" if fashion else "_mnist"
     return TaskSpec(
-        name=f"onn{k}",
+        name=f"onn{k}{suffix}",
         build=onn_classifier_task,
-        kwargs={"k": k},
+        kwargs=kwargs,
         pretrain_epochs=10,
         zo_settings={"fisher_period": 300, "fisher_refresh": "per_block"},
         budget=15_000,
@@ -443,7 +451,13 @@ def onn_task(k: int = 16) -> TaskSpec:
     )
 
 
-def frontier_suite() -> Suite:
+#: Port counts ``K`` of the ``frontier`` suite's optical image classifiers (two of the AAAI 2025 paper's three).
+ONN_PORTS = (16, 32)
+
+
+def frontier_suite(
+    mnist: str | os.PathLike[str] | None = None, fashion_mnist: str | os.PathLike[str] | None = None
+) -> Suite:
     """ZONP against the strongest alternatives: NGOpt, LPP (AAAI 2025) and HiZOO (ICLR 2025).
 
     The ``standard`` suite's three tasks (equalization chip, copying chip, digits CNN) with
@@ -451,9 +465,11 @@ def frontier_suite() -> Suite:
     on the standard suite's held-out seeds 5-9 (those its stored runs reproduce with the
     current task code): put this suite in the ``standard`` suite's folder, or copy those runs
     into its own, and the runs of ZONP and the baselines are reused.  Plus the AAAI 2025
-    optical image classifier (:func:`onn_task`) with ZONP, LPP, ZO-co, ZO-I and CMA-ES (new
-    runs, the directions from the package's default stream).  NGOpt has no step size and is
-    not tuned.  HiZOO runs with Adam on every task; ``HiZOOPaper`` (as published: SGD, one
+    optical image classifier (:func:`onn_task`) at ``K = 16`` and ``K = 32`` with ZONP, LPP,
+    ZO-co, ZO-I and CMA-ES (new runs, the directions from the package's default stream), on
+    the embedded digits and, for each folder given, on MNIST (``mnist``) and FashionMNIST
+    (``fashion_mnist``) idx files, the paper's data.  NGOpt has no step size and is not
+    tuned.  HiZOO runs with Adam on every task; ``HiZOOPaper`` (as published: SGD, one
     direction) on the equalization chip only.
     """
     standard = standard_suite()
@@ -463,10 +479,14 @@ def frontier_suite() -> Suite:
         )
         for task in standard.tasks
     )
+    data = [(None, False)]
+    data += [(mnist, False)] if mnist is not None else []
+    data += [(fashion_mnist, True)] if fashion_mnist is not None else []
+    onn = tuple(onn_task(k, path, fashion) for path, fashion in data for k in ONN_PORTS)
     return dataclasses.replace(
         standard,
         name="frontier",
-        tasks=(*tasks, onn_task()),
+        tasks=(*tasks, *onn),
         methods=("ZONP", *BASELINES, *FRONTIER_METHODS, "HiZOOPaper"),
         seeds=(5, 6, 7, 8, 9),
         seed_groups={},

@@ -1,6 +1,8 @@
 """Small models, data and hardware stand-ins shared by the tests of several packages."""
 
+import gzip
 import threading
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,3 +44,20 @@ def small_classifier(seed: int = 0) -> torch.nn.Module:
 def classification_data(n: int = 60):
     gen = torch.Generator().manual_seed(1)
     return torch.randn(n, 4, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+def write_idx(path: Path, array: np.ndarray, code: int = 0x08, *, gz: bool = False) -> None:
+    """An idx file (the MNIST format) of ``array``, big-endian, gzipped if ``gz``."""
+    header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def write_random_mnist(folder: Path, n_train: int = 12, n_test: int = 6, seed: int = 0) -> None:
+    """The four MNIST idx files in ``folder``: random 28x28 byte images and labels 0..9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8))
+    write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train, dtype=np.uint8))
+    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test, dtype=np.uint8))

@@ -17,6 +17,7 @@ from comparisons.runner import run_suite
 from comparisons.tuning import choose_step, extend_grid, step_score
 from comparisons.suites import Suite, TaskSpec, paper_suite, quick_suite, standard_suite
 from nevergrad_zonp.tasks.images import digits_task
+from support import write_random_mnist
 
 # Q = 4 on mini-batches of 20: one ZONP Fisher refresh (a block of 442-443 parameters, + 1) and ~30 iterations.
 TINY = Suite(
@@ -471,3 +472,31 @@ def test_fixed_step_sizes_skip_tuning_and_the_report_states_their_rule_and_the_s
         dc.replace(suite, steps_rule="")
     with pytest.raises(ValueError, match="seed group"):
         dc.replace(suite, seed_groups={"other": (7,)})
+
+
+def test_the_frontier_suite_runs_the_optical_classifier_at_k_16_and_32_and_on_the_mnist_folders_given(tmp_path):
+    from comparisons.suites import ONN_METHODS, frontier_suite
+
+    digits_only = frontier_suite()
+    assert [task.name for task in digits_only.tasks] == ["equalization", "copying", "digits", "onn16", "onn32"]
+    write_random_mnist(tmp_path / "mnist")
+    write_random_mnist(tmp_path / "fashion", seed=1)
+    suite = frontier_suite(mnist=tmp_path / "mnist", fashion_mnist=tmp_path / "fashion")
+    onn = [task for task in suite.tasks if task.name.startswith("onn")]
+    assert [task.name for task in onn] == ["onn16", "onn32", "onn16_mnist", "onn32_mnist", "onn16_fashion_mnist", "onn32_fashion_mnist"]
+    assert all(task.methods == ONN_METHODS and task.budget == 15_000 and task.pretrain_epochs == 10 for task in onn)
+    for spec in onn[2:]:  # the data sets' tasks read the folders given, and carry the spec's name into the results
+        task = spec.build(seed=0, **spec.kwargs)
+        assert task.name == spec.name and len(task.train[0]) == 12 and len(task.test[0]) == 6
+    # the standard tasks are unchanged by the data folders
+    assert suite.tasks[:3] == digits_only.tasks[:3] and suite.seeds == (5, 6, 7, 8, 9)
+
+
+def test_a_data_folder_for_a_suite_that_does_not_read_it_is_refused_naming_the_option(tmp_path):
+    from comparisons import __main__ as cli
+
+    with pytest.raises(SystemExit, match="--mnist is read by the frontier suite"):
+        cli.main(["run", "--suite", "standard", "--mnist", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="--cifar10 is read by the paper suite"):
+        cli.main(["run", "--suite", "frontier", "--cifar10", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

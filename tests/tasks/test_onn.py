@@ -7,12 +7,12 @@ import warnings
 from pathlib import Path
 
 import nevergrad as ng
-import numpy as np
 import pytest
 import torch
 
 import nevergrad_zonp
 from nevergrad_zonp.tasks.base import Task, pretrain
+from support import write_random_mnist
 from nevergrad_zonp.tasks.onn import (
     OpticalImageClassifier,
     fourier_features,
@@ -25,21 +25,6 @@ PIXELS = 28 * 28
 
 def small_task(**kwargs) -> Task:
     return onn_classifier_task(**{"seed": 0, "k": 16, "n_train": 300, "n_test": 200, **kwargs})
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An uncompressed idx file of unsigned bytes (the MNIST format)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist(folder: Path, n_train: int = 12, n_test: int = 6, seed: int = 0) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)))
-    write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train))
-    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)))
-    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test))
 
 
 def test_fourier_features_are_bins_1_to_k_of_the_orthonormal_rfft() -> None:
@@ -141,13 +126,13 @@ def test_zeroth_order_methods_run_on_the_chip(method: str) -> None:
 
 
 def test_the_task_reads_mnist_idx_files_from_a_path(tmp_path: Path) -> None:
-    write_mnist(tmp_path / "plain")
+    write_random_mnist(tmp_path / "plain")
     task = onn_classifier_task(seed=0, k=16, path=tmp_path / "plain")
     assert task.name == "onn16_mnist"
     assert task.train[0].shape == (12, 1, 28, 28) and task.test[0].shape == (6, 1, 28, 28)
     assert task.train[0].dtype == torch.float32 and float(task.train[0].max()) <= 1.0
     assert task.model(task.test[0]).shape == (6, 10)
-    write_mnist(tmp_path / "torchvision" / "FashionMNIST" / "raw", seed=1)
+    write_random_mnist(tmp_path / "torchvision" / "FashionMNIST" / "raw", seed=1)
     fashion = onn_classifier_task(seed=0, k=12, path=tmp_path / "torchvision", fashion=True, n_train=5)
     assert fashion.name == "onn12_fashion_mnist" and len(fashion.train[0]) == 5 and len(fashion.test[0]) == 6
     given = onn_classifier_task(seed=0, k=16, data=(task.train, task.test))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 import struct
@@ -34,18 +33,13 @@ from nevergrad_zonp.tasks.images import (
     mnist_task,
     read_idx,
 )
+from support import write_idx
 
 
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def write_idx(path: Path, array: np.ndarray, code: int = 0x08, *, gz: bool = False) -> None:
-    header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    path.write_bytes(gzip.compress(raw) if gz else raw)
 
 
 def write_mnist(folder: Path, rng: np.random.Generator, *, gz: bool) -> dict[str, np.ndarray]:
