@@ -8,8 +8,8 @@
 
 Exit status of ``run``: 0 when every run is stored; 1 when runs failed (their keys and
 where their tracebacks are are printed; the other runs are stored and reported, and the same
-command retries the failed ones); 130 on Ctrl-C (SIGINT), after one line saying how many
-runs are kept and the command that resumes.  ``report`` exits with 1 and the reason when it
+command retries the failed ones); 130 on Ctrl-C (SIGINT), 143 on SIGTERM, after one line
+saying how many runs are kept and the command that resumes.  ``report`` exits with 1 and the reason when it
 cannot read the results.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 import typing as tp
@@ -33,7 +34,7 @@ from .report import ReportError, ReportWarning, write_report
 from .runner import run_suite
 from .suites import SUITES, Suite, frontier_suite, paper_suite
 
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report a process ended by it.
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report a process ended by it; 128 + SIGTERM after SIGTERM.
 INTERRUPTED = 130
 #: The data-folder options and the suites that read them.
 DATA_OPTIONS = {"mnist": ("frontier",), "fashion_mnist": ("paper", "frontier"), "cifar10": ("paper",)}
@@ -106,7 +107,7 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     counts = {"runs": 0, "skipped": 0}
     failure = None
-    with first_interrupt_only():  # after a first Ctrl-C, further ones do not cut the shutdown short
+    with first_interrupt_only():  # after a first Ctrl-C or SIGTERM, further ones do not cut the shutdown short
         try:
             _run(suite, args, counts)
         except SuiteInterrupted as stop:
@@ -118,7 +119,7 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
             sys.stdout.flush()
             # At once: a run still computing in the one-thread executor would hold the interpreter's exit
             # until its next iteration (or the end of its pretraining); everything kept is on disk.
-            os._exit(INTERRUPTED)
+            os._exit(INTERRUPTED if stop.signum == signal.SIGINT else 128 + stop.signum)
         except FailedRuns as failed:
             failure = failed
     extensions = max(0, counts["runs"] - suite.num_runs)

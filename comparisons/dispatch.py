@@ -13,13 +13,16 @@ runs once everything else is stored.  A failure is not a stored run: the next ca
 it, and removes its traceback file when it succeeds.
 
 Interrupts: :func:`stopping_runs` wraps the submitting code.  On SIGINT (Ctrl-C, to the
-process alone or to its whole process group) the queued runs are cancelled, worker
+process alone or to its whole process group) or SIGTERM (``kill``, and how job schedulers
+and service managers stop a job) the queued runs are cancelled, worker
 processes of an owned pool (:func:`process_pool`: they ignore SIGINT themselves, so the
 submitting process decides) are terminated (:func:`stop_now`), a run executing in this
 process's thread stops at its next iteration (:data:`comparisons.execution.STOP`), every
 finished run stays stored, and :class:`SuiteInterrupted` (a ``KeyboardInterrupt``) says how
-many runs are kept.  Further SIGINTs are ignored during that shutdown
-(:func:`first_interrupt_only`), which takes about a second.  A passed executor's running
+many runs are kept.  Further SIGINTs and SIGTERMs are ignored during that shutdown
+(:func:`first_interrupt_only`), which takes about a second.  A signal the process was
+started ignoring stays ignored (a shell starts its background jobs ignoring SIGINT: stop
+those with SIGTERM).  A passed executor's running
 runs are left to it; a Dask client's pending runs are cancelled.
 
 Dask: :func:`check_dask_workers` refuses a cluster whose workers cannot import the harness
@@ -73,43 +76,64 @@ class FailedRuns(RuntimeError):
         )
 
 
+class StopSignal(KeyboardInterrupt):
+    """SIGINT or SIGTERM received within :func:`first_interrupt_only`; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
 class SuiteInterrupted(KeyboardInterrupt):
-    """A suite stopped by SIGINT (Ctrl-C): queued runs cancelled, running ones stopped, finished ones stored.
+    """A suite stopped by SIGINT (Ctrl-C) or SIGTERM: queued runs cancelled, running ones stopped, finished ones stored.
 
     ``kept``: runs of the suite stored in ``folder`` (reused ones included); ``finished``:
-    those of them that finished during this call.
+    those of them that finished during this call; ``signum``: the signal (SIGINT for a
+    ``KeyboardInterrupt`` raised otherwise).
     """
 
-    def __init__(self, folder: Path, kept: int, finished: int) -> None:
+    def __init__(self, folder: Path, kept: int, finished: int, signum: int = signal.SIGINT) -> None:
         self.folder = folder
         self.kept = kept
         self.finished = finished
+        self.signum = signum
         super().__init__(f"interrupted: {kept} runs kept in {folder} ({finished} finished in this call)")
+
+
+#: The signals that stop a suite, with the handler each has when nobody has set one: Python's
+#: ``KeyboardInterrupt`` for SIGINT, termination for SIGTERM.
+STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
 @contextlib.contextmanager
 def first_interrupt_only() -> tp.Iterator[None]:
-    """Within the block, SIGINT raises ``KeyboardInterrupt`` once; further ones are ignored.
+    """Within the block, SIGINT or SIGTERM raises :class:`StopSignal` (a ``KeyboardInterrupt``) once; further ones are ignored.
 
     The shutdown that follows an interrupt (cancelling queued runs, terminating worker
-    processes) takes a moment and must not be cut short by a second Ctrl-C: worker processes
-    left running would go on computing.  Outside the main thread, or where SIGINT has a
-    handler other than Python's default, nothing is changed.
+    processes) takes a moment and must not be cut short by a second Ctrl-C, nor by the
+    SIGTERM a scheduler may send after its SIGINT: worker processes left running would go on
+    computing.  SIGTERM would otherwise end the process at once and leave its workers
+    computing runs no one stores.  Outside the main thread nothing is changed; nor is a
+    signal whose handler is not the default one (a caller's own handler, or SIG_IGN, as a
+    shell sets SIGINT for background jobs).
     """
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if not in_main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    taken = {signum: signal.getsignal(signum) for signum, default in STOP_SIGNALS.items() if signal.getsignal(signum) is default}
 
     def interrupt(signum: int, frame: tp.Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the shutdown has begun
-        raise KeyboardInterrupt
+        for each in taken:
+            signal.signal(each, signal.SIG_IGN)  # the shutdown has begun
+        raise StopSignal(signum)
 
-    signal.signal(signal.SIGINT, interrupt)
+    for signum in taken:
+        signal.signal(signum, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in taken.items():
+            signal.signal(signum, handler)
 
 
 def worker_threads(workers: int, cores: int | None = None) -> int:
@@ -362,14 +386,14 @@ def local_executor(workers: int) -> concurrent.futures.Executor:
 
 @contextlib.contextmanager
 def stopping_runs(runs: Runs, owned: concurrent.futures.Executor | None = None) -> tp.Iterator[None]:
-    """Within the block, SIGINT raises once (:func:`first_interrupt_only`); any exception stops ``runs``.
+    """Within the block, SIGINT or SIGTERM raises once (:func:`first_interrupt_only`); any exception stops ``runs``.
 
     On an exception, the runs not started yet are cancelled, those executing in this process
     stop at their next iteration, the ``owned`` executor's workers are terminated
     (:func:`stop_now`) and nothing more is stored; a ``KeyboardInterrupt`` becomes
     :class:`SuiteInterrupted`, any other exception propagates as it is.
     """
-    with first_interrupt_only():  # (a second SIGINT does not cut the shutdown short)
+    with first_interrupt_only():  # (a second signal does not cut the shutdown short)
         try:
             yield
         except BaseException as error:
@@ -378,7 +402,8 @@ def stopping_runs(runs: Runs, owned: concurrent.futures.Executor | None = None) 
                 stop_now(owned)
             runs.close()
             if isinstance(error, KeyboardInterrupt):
-                raise SuiteInterrupted(runs.folder, len(runs.kept), runs.finished) from error
+                signum = error.signum if isinstance(error, StopSignal) else signal.SIGINT
+                raise SuiteInterrupted(runs.folder, len(runs.kept), runs.finished, signum) from error
             raise
 
 

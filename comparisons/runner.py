@@ -90,8 +90,8 @@ def run_suite(
     docstring for ``workers``, ``executor`` and ``client``.
 
     Raises :class:`FailedRuns` at the end, after writing everything else, when runs raised;
-    :class:`SuiteInterrupted` (a ``KeyboardInterrupt``) on SIGINT, within seconds, with
-    every finished run stored.
+    :class:`SuiteInterrupted` (a ``KeyboardInterrupt``) on SIGINT or SIGTERM, within seconds,
+    with every finished run stored.
     """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -455,13 +455,15 @@ class InterruptedCommand:
     The next ``workers`` runs hang (sleeping in their task's builder, where no stop can
     reach them), the others are queued.  ``target``: ``"process"`` sends SIGINT to the main
     process alone, ``"group"`` to its whole process group; ``twice``: a second SIGINT
-    follows 0.05 s later, during the shutdown the first one began.
+    follows 0.05 s later, during the shutdown the first one began; ``signum``: the signal
+    sent (SIGINT, or SIGTERM as ``kill`` and job schedulers send it).
     """
 
     folder: Path
     target: str
     twice: bool
     workers: int = 1
+    signum: int = signal.SIGINT
 
     def __post_init__(self) -> None:
         self.faults, self.out, self.log = self.folder / "faults", self.folder / "out", self.folder / "log.txt"
@@ -491,19 +493,21 @@ class InterruptedCommand:
         self.finished = sorted((self.out / "runs").glob("*.json"))
         sent = time.monotonic()
         send = os.killpg if self.target == "group" else os.kill
-        send(self.process.pid, signal.SIGINT)
+        send(self.process.pid, self.signum)
         if self.twice:
             time.sleep(0.05)
-            send(self.process.pid, signal.SIGINT)
+            send(self.process.pid, self.signum)
         self.status = self.process.wait(timeout=30)
         self.seconds = time.monotonic() - sent
         self.gone = _group_is_gone(self.process.pid, EXIT_SECONDS)
 
     def kill(self) -> None:
-        """Ends what is left of its session (after a failure)."""
-        if getattr(self, "process", None) is not None and self.process.poll() is None:
+        """Ends what is left of its session (after a failure), workers that outlived the main process included."""
+        if getattr(self, "process", None) is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.process.wait()
 
 
 def _group_is_gone(group: int, seconds: float) -> bool:
@@ -519,15 +523,19 @@ def _group_is_gone(group: int, seconds: float) -> bool:
 
 
 def test_an_interrupted_suite_keeps_its_finished_runs_and_exits_within_seconds(tmp_path, monkeypatch, no_plots, executed_runs):
-    """SIGINT twice to the main process alone, and Ctrl-C to the process group (both commands start at once).
+    """SIGINT twice to the main process alone, Ctrl-C to the process group, SIGTERM to a pool's main process.
 
-    The hanging run is in the thread of ``--workers 1``, the case where nothing can stop it:
-    the command exits without waiting for it.  ``--workers 2`` passes the same way (its
-    workers take a minute more to start on a busy machine); the test above checks the pool.
+    The three commands start at once.  The hanging run is in the thread of ``--workers 1``,
+    the case where nothing can stop it: the command exits without waiting for it.  SIGTERM
+    goes to ``--workers 2``, whose workers would go on computing if the main process simply
+    died: they must be gone too (the test above checks the pool under Ctrl-C).
     """
     commands = {
         "SIGINT to the main process, twice": InterruptedCommand(tmp_path / "process", "process", twice=True),
         "Ctrl-C to the process group": InterruptedCommand(tmp_path / "group", "group", twice=False),
+        "SIGTERM to the main process of a pool": InterruptedCommand(
+            tmp_path / "term", "process", twice=False, workers=2, signum=signal.SIGTERM
+        ),
     }
     try:
         for command in commands.values():
@@ -539,7 +547,8 @@ def test_an_interrupted_suite_keeps_its_finished_runs_and_exits_within_seconds(t
             command.kill()
     for name, command in commands.items():
         output = command.log.read_text()
-        assert command.status == 130 and command.seconds < EXIT_SECONDS, (name, command.status, command.seconds, output)
+        status = 128 + command.signum  # 130 after SIGINT, 143 after SIGTERM
+        assert command.status == status and command.seconds < EXIT_SECONDS, (name, command.status, command.seconds, output)
         assert command.gone, f"{name}: processes left running"
         finished = command.finished
         assert sorted((command.out / "runs").glob("*.json")) == finished and len(finished) == 2, name
@@ -547,13 +556,14 @@ def test_an_interrupted_suite_keeps_its_finished_runs_and_exits_within_seconds(t
         assert all(stat.S_IMODE(path.stat().st_mode) == 0o644 for path in finished), name  # the umask, not mkstemp's 0600
         assert not (command.out / "runs" / "failed").exists(), name  # stopped runs are not failures
         line = (f"interrupted: 2 runs kept in {command.out / 'runs'} (2 finished in this session); resume with: "
-                f"python -m comparisons run --suite faults --out {command.out} --workers 1")
+                f"python -m comparisons run --suite faults --out {command.out} --workers {command.workers}")
         assert line in output.splitlines(), (name, output)
     # the command it prints resumes: only the runs that did not finish are run
     from comparisons import __main__ as cli
     from comparisons import suites
 
     command = commands["Ctrl-C to the process group"]
+    line = next(line for line in command.log.read_text().splitlines() if line.startswith("interrupted: "))
     (command.faults / "slow_2").unlink()
     monkeypatch.setitem(suites.SUITES, "faults", lambda: slow_suite(command.faults))
     executed = executed_runs()
