@@ -433,7 +433,9 @@ def onn_task(k: int = 16, path: str | os.PathLike[str] | None = None, fashion: b
     chip at Q = 10 for 15,000 queries, mini-batches of 100; ZONP refreshes a block's Fisher
     at its first use and every 300 uses.  ``K = 16``: 752 parameters, 2 blocks of 376 (6
     refreshes of 377 queries, 15 % of the budget); ``K = 32``: 3,040 parameters, 6 blocks of
-    507 (each refreshed once, at its first use: 3,048 queries, 20 % of the budget).
+    506 or 507, of which 5 get a Fisher at their first use (2,538 queries, 17 % of the
+    budget; the sixth's would take the Fisher queries past ZONP's 20 % cap, so that block
+    keeps isotropic directions).
     """
     kwargs: dict[str, tp.Any] = {"k": k}
     suffix = ""
