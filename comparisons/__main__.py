@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import sys
 import time
 import typing as tp
@@ -34,8 +33,9 @@ from .report import ReportError, ReportWarning, write_report
 from .runner import run_suite
 from .suites import SUITES, Suite, frontier_suite, paper_suite
 
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report a process ended by it; 128 + SIGTERM after SIGTERM.
-INTERRUPTED = 130
+#: Exit status after a stopping signal is 128 + its number, as shells report a process ended by it:
+#: 130 after Ctrl-C (SIGINT), 143 after SIGTERM.
+SIGNAL_EXIT_BASE = 128
 #: The data-folder options and the suites that read them.
 DATA_OPTIONS = {"mnist": ("frontier",), "fashion_mnist": ("paper", "frontier"), "cifar10": ("paper",)}
 
@@ -119,7 +119,7 @@ def main(argv: tp.Sequence[str] | None = None) -> None:
             sys.stdout.flush()
             # At once: a run still computing in the one-thread executor would hold the interpreter's exit
             # until its next iteration (or the end of its pretraining); everything kept is on disk.
-            os._exit(INTERRUPTED if stop.signum == signal.SIGINT else 128 + stop.signum)
+            os._exit(SIGNAL_EXIT_BASE + stop.signum)
         except FailedRuns as failed:
             failure = failed
     extensions = max(0, counts["runs"] - suite.num_runs)
