@@ -120,7 +120,7 @@ def first_interrupt_only() -> tp.Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    taken = {signum: signal.getsignal(signum) for signum, default in STOP_SIGNALS.items() if signal.getsignal(signum) is default}
+    taken = [signum for signum, default in STOP_SIGNALS.items() if signal.getsignal(signum) is default]
 
     def interrupt(signum: int, frame: tp.Any) -> None:
         for each in taken:
@@ -132,8 +132,8 @@ def first_interrupt_only() -> tp.Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in taken.items():
-            signal.signal(signum, handler)
+        for signum in taken:
+            signal.signal(signum, STOP_SIGNALS[signum])
 
 
 def worker_threads(workers: int, cores: int | None = None) -> int:

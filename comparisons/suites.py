@@ -36,7 +36,7 @@ from nevergrad_zonp.tasks.cifar import cifar10_task
 from nevergrad_zonp.tasks.copying import copying_task
 from nevergrad_zonp.tasks.equalization import equalization_task
 from nevergrad_zonp.tasks.images import digits_task, mnist_task
-from nevergrad_zonp.tasks.onn import onn_classifier_task
+from nevergrad_zonp.tasks.onn import data_suffix, onn_classifier_task
 
 from .methods import METHODS
 
@@ -437,13 +437,9 @@ def onn_task(k: int = 16, path: str | os.PathLike[str] | None = None, fashion: b
     budget; the sixth's would take the Fisher queries past ZONP's 20 % cap, so that block
     keeps isotropic directions).
     """
-    kwargs: dict[str, tp.Any] = {"k": k}
-    suffix = ""
-    if path is not None:
-        kwargs.update(path=str(path), fashion=fashion)
-        suffix = "_fashion_mnist" if fashion else "_mnist"
+    kwargs: dict[str, tp.Any] = {"k": k} if path is None else {"k": k, "path": str(path), "fashion": fashion}
     return TaskSpec(
-        name=f"onn{k}{suffix}",
+        name=f"onn{k}{data_suffix(path, fashion)}",
         build=onn_classifier_task,
         kwargs=kwargs,
         pretrain_epochs=10,

@@ -53,11 +53,17 @@ def write_idx(path: Path, array: np.ndarray, code: int = 0x08, *, gz: bool = Fal
     path.write_bytes(gzip.compress(raw) if gz else raw)
 
 
-def write_random_mnist(folder: Path, n_train: int = 12, n_test: int = 6, seed: int = 0) -> None:
-    """The four MNIST idx files in ``folder``: random 28x28 byte images and labels 0..9."""
+def write_mnist(
+    folder: Path, rng: np.random.Generator, *, gz: bool = False, n_train: int = 5, n_test: int = 3
+) -> dict[str, np.ndarray]:
+    """The four MNIST idx files in ``folder`` (gzipped if ``gz``): random 28x28 byte images, labels 0..9; returns them."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8))
-    write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train, dtype=np.uint8))
-    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8))
-    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test, dtype=np.uint8))
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        write_idx(folder / (name + ".gz" if gz else name), array, gz=gz)
+    return arrays

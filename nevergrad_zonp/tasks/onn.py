@@ -114,6 +114,13 @@ class OpticalImageClassifier(nn.Module):
         return f"ports={self.ports}, classes={CLASSES}"
 
 
+def data_suffix(path: str | os.PathLike[str] | None, fashion: bool = False) -> str:
+    """The suffix of the task's name for its data: ``""`` (the digits), ``"_mnist"`` or ``"_fashion_mnist"`` (idx files in ``path``)."""
+    if path is None:
+        return ""
+    return "_fashion_mnist" if fashion else "_mnist"
+
+
 def _image_splits(
     seed: int, path: str | os.PathLike[str] | None, fashion: bool, data: tuple[Split, Split] | None
 ) -> tuple[str, tuple[Split, Split]]:
@@ -129,7 +136,7 @@ def _image_splits(
                 )
         return "_data", data
     if path is not None:
-        return ("_fashion_mnist" if fashion else "_mnist"), load_mnist(path, fashion=fashion)
+        return data_suffix(path, fashion), load_mnist(path, fashion=fashion)
     return "", load_digits_28(seed)
 
 

@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,7 +18,7 @@ from comparisons.runner import run_suite
 from comparisons.tuning import choose_step, extend_grid, step_score
 from comparisons.suites import Suite, TaskSpec, paper_suite, quick_suite, standard_suite
 from nevergrad_zonp.tasks.images import digits_task
-from support import write_random_mnist
+from support import write_mnist
 
 # Q = 4 on mini-batches of 20: one ZONP Fisher refresh (a block of 442-443 parameters, + 1) and ~30 iterations.
 TINY = Suite(
@@ -479,8 +480,8 @@ def test_the_frontier_suite_runs_the_optical_classifier_at_k_16_and_32_and_on_th
 
     digits_only = frontier_suite()
     assert [task.name for task in digits_only.tasks] == ["equalization", "copying", "digits", "onn16", "onn32"]
-    write_random_mnist(tmp_path / "mnist")
-    write_random_mnist(tmp_path / "fashion", seed=1)
+    write_mnist(tmp_path / "mnist", np.random.default_rng(0), n_train=12, n_test=6)
+    write_mnist(tmp_path / "fashion", np.random.default_rng(1), n_train=12, n_test=6)
     suite = frontier_suite(mnist=tmp_path / "mnist", fashion_mnist=tmp_path / "fashion")
     onn = [task for task in suite.tasks if task.name.startswith("onn")]
     assert [task.name for task in onn] == ["onn16", "onn32", "onn16_mnist", "onn32_mnist", "onn16_fashion_mnist", "onn32_fashion_mnist"]

@@ -7,12 +7,13 @@ import warnings
 from pathlib import Path
 
 import nevergrad as ng
+import numpy as np
 import pytest
 import torch
 
 import nevergrad_zonp
 from nevergrad_zonp.tasks.base import Task, pretrain
-from support import write_random_mnist
+from support import write_mnist
 from nevergrad_zonp.tasks.onn import (
     OpticalImageClassifier,
     fourier_features,
@@ -126,13 +127,13 @@ def test_zeroth_order_methods_run_on_the_chip(method: str) -> None:
 
 
 def test_the_task_reads_mnist_idx_files_from_a_path(tmp_path: Path) -> None:
-    write_random_mnist(tmp_path / "plain")
+    write_mnist(tmp_path / "plain", np.random.default_rng(0), n_train=12, n_test=6)
     task = onn_classifier_task(seed=0, k=16, path=tmp_path / "plain")
     assert task.name == "onn16_mnist"
     assert task.train[0].shape == (12, 1, 28, 28) and task.test[0].shape == (6, 1, 28, 28)
     assert task.train[0].dtype == torch.float32 and float(task.train[0].max()) <= 1.0
     assert task.model(task.test[0]).shape == (6, 10)
-    write_random_mnist(tmp_path / "torchvision" / "FashionMNIST" / "raw", seed=1)
+    write_mnist(tmp_path / "torchvision" / "FashionMNIST" / "raw", np.random.default_rng(1), n_train=12, n_test=6)
     fashion = onn_classifier_task(seed=0, k=12, path=tmp_path / "torchvision", fashion=True, n_train=5)
     assert fashion.name == "onn12_fashion_mnist" and len(fashion.train[0]) == 5 and len(fashion.test[0]) == 6
     given = onn_classifier_task(seed=0, k=16, data=(task.train, task.test))

@@ -33,26 +33,13 @@ from nevergrad_zonp.tasks.images import (
     mnist_task,
     read_idx,
 )
-from support import write_idx
+from support import write_idx, write_mnist
 
 
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def write_mnist(folder: Path, rng: np.random.Generator, *, gz: bool) -> dict[str, np.ndarray]:
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, 5, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 3, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
-        write_idx(folder / (name + ".gz" if gz else name), array, gz=gz)
-    return arrays
 
 
 def write_cifar(folder: Path, rng: np.random.Generator, n: int = 3) -> dict[str, dict[bytes, object]]:
